@@ -1,0 +1,1 @@
+//! Benchmark support: builders for realistic frames shared by the criterion suites.
