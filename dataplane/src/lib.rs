@@ -1,1 +1,231 @@
+//! tapnet's dataplane: packet views, ports, the learning bridge and the
+//! worker threads that move frames between TAP devices.
+//!
+//! The crate knows nothing of netlink, the CLI or the daemon: the control
+//! plane creates ports and networks and hands them over through
+//! [`Dataplane`]. See `docs/ARCHITECTURE.md` for the threading model.
+
+pub mod bridge;
+pub mod port;
+pub mod stats;
 pub mod wire;
+mod worker;
+
+pub use worker::{BATCH, BUDGET, BUF_SIZE, HEADROOM, MAX_FRAME};
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+use mio::{Poll, Waker};
+
+use bridge::Fdb;
+use port::{PortId, PortQueue};
+use stats::{NetId, Stats, MAX_NETWORKS, MAX_PORTS};
+use worker::{Ctrl, Worker, WAKER};
+
+/// Milliseconds since the dataplane started; shared by the workers and the
+/// control plane so MAC ages agree. Read once per batch, never per frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock { epoch: Instant::now() }
+    }
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Errors from driving the dataplane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// Creating a worker's poller failed.
+    #[error("create worker poller")]
+    Poll(#[source] io::Error),
+    /// Starting a worker thread failed.
+    #[error("start worker thread")]
+    Spawn(#[source] io::Error),
+    /// A worker thread is gone.
+    #[error("worker {0} is not running")]
+    WorkerGone(usize),
+    /// A port needs exactly one queue per worker.
+    #[error("port has {got} queues but the dataplane has {want} workers")]
+    QueueCount { want: usize, got: usize },
+    /// An id is beyond the dataplane's fixed tables.
+    #[error("{what} id {id} is out of range")]
+    IdRange { what: &'static str, id: usize },
+    /// A worker could not register a port with its poller.
+    #[error("worker {worker} could not add port {port}")]
+    AddPort { worker: usize, port: PortId, #[source] source: io::Error },
+}
+
+/// How to run the dataplane.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker threads; each owns one queue of every port.
+    pub workers: usize,
+    /// Pin worker i to core i (mod the number of cores).
+    pub pin: bool,
+}
+
+struct WorkerHandle {
+    tx: Sender<Ctrl>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A running dataplane: its workers and counters.
+pub struct Dataplane {
+    workers: Vec<WorkerHandle>,
+    stats: Arc<Stats>,
+    clock: Clock,
+}
+
+impl Dataplane {
+    /// Start `cfg.workers` worker threads.
+    pub fn start(cfg: &Config) -> Result<Dataplane, DataplaneError> {
+        let n = cfg.workers.max(1);
+        let stats = Arc::new(Stats::new(n));
+        let clock = Clock::new();
+        let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let mut dp = Dataplane { workers: Vec::with_capacity(n), stats: stats.clone(), clock };
+        for id in 0..n {
+            let poll = Poll::new().map_err(DataplaneError::Poll)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(DataplaneError::Poll)?);
+            let (tx, rx) = unbounded();
+            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            let worker = Worker::new(id, poll, rx, stats.clone(), clock);
+            let thread = std::thread::Builder::new()
+                .name(format!("tapnet-w{id}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    worker.run()
+                })
+                .map_err(DataplaneError::Spawn)?;
+            dp.workers.push(WorkerHandle { tx, waker, thread: Some(thread) });
+        }
+        Ok(dp)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn send(&self, w: usize, msg: Ctrl) -> Result<(), DataplaneError> {
+        let h = &self.workers[w];
+        h.tx.send(msg).map_err(|_| DataplaneError::WorkerGone(w))?;
+        h.waker.wake().map_err(|_| DataplaneError::WorkerGone(w))
+    }
+
+    /// Send one message to every worker and wait until each has applied it.
+    fn broadcast<T>(&self, mk: impl Fn(Sender<T>) -> Ctrl) -> Result<Vec<T>, DataplaneError> {
+        let mut rxs = Vec::with_capacity(self.workers.len());
+        for w in 0..self.workers.len() {
+            let (tx, rx) = bounded(1);
+            self.send(w, mk(tx))?;
+            rxs.push(rx);
+        }
+        rxs.into_iter().enumerate().map(|(w, rx)| rx.recv().map_err(|_| DataplaneError::WorkerGone(w))).collect()
+    }
+
+    fn check_id(what: &'static str, id: usize, max: usize) -> Result<(), DataplaneError> {
+        if id >= max {
+            return Err(DataplaneError::IdRange { what, id });
+        }
+        Ok(())
+    }
+
+    /// Create network `net` (one learning bridge) backed by `fdb`.
+    pub fn add_network(&self, net: NetId, fdb: Arc<Fdb>) -> Result<(), DataplaneError> {
+        Self::check_id("network", net as usize, MAX_NETWORKS)?;
+        self.stats.reset_network(net);
+        self.broadcast(|done| Ctrl::AddNetwork { net, fdb: fdb.clone(), done })?;
+        Ok(())
+    }
+
+    /// Remove network `net` and every port still attached to it.
+    pub fn remove_network(&self, net: NetId) -> Result<(), DataplaneError> {
+        Self::check_id("network", net as usize, MAX_NETWORKS)?;
+        self.broadcast(|done| Ctrl::RemoveNetwork { net, done })?;
+        Ok(())
+    }
+
+    /// Attach a port to network `net`: `queues[i]` goes to worker i.
+    pub fn add_port(&self, port: PortId, net: NetId, queues: Vec<PortQueue>) -> Result<(), DataplaneError> {
+        Self::check_id("port", port as usize, MAX_PORTS)?;
+        Self::check_id("network", net as usize, MAX_NETWORKS)?;
+        if queues.len() != self.workers.len() {
+            return Err(DataplaneError::QueueCount { want: self.workers.len(), got: queues.len() });
+        }
+        self.stats.reset_port(port);
+        let mut rxs = Vec::with_capacity(queues.len());
+        for (w, queue) in queues.into_iter().enumerate() {
+            let (tx, rx) = bounded(1);
+            self.send(w, Ctrl::AddPort { port, net, queue, done: tx })?;
+            rxs.push(rx);
+        }
+        let mut first_err = None;
+        for (w, rx) in rxs.into_iter().enumerate() {
+            match rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => first_err = first_err.or(Some(DataplaneError::AddPort { worker: w, port, source })),
+                Err(_) => first_err = first_err.or(Some(DataplaneError::WorkerGone(w))),
+            }
+        }
+        if let Some(e) = first_err {
+            let _ = self.remove_port(port);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Detach a port. When this returns, no worker holds its queues (they
+    /// are closed) and the id may be reused.
+    pub fn remove_port(&self, port: PortId) -> Result<(), DataplaneError> {
+        Self::check_id("port", port as usize, MAX_PORTS)?;
+        self.broadcast(|done| Ctrl::RemovePort { port, done })?;
+        Ok(())
+    }
+
+    /// Stop every worker and wait for them.
+    pub fn shutdown(&mut self) {
+        for w in 0..self.workers.len() {
+            let _ = self.send(w, Ctrl::Shutdown);
+        }
+        for h in self.workers.iter_mut() {
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

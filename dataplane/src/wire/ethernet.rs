@@ -96,7 +96,7 @@ impl FromStr for MacAddr {
     fn from_str(s: &str) -> core::result::Result<Self, Self::Err> {
         let err = || ParseMacError(s.to_string());
         let mut out = [0u8; 6];
-        let mut parts = s.split(|c| c == ':' || c == '-');
+        let mut parts = s.split([':', '-']);
         for o in out.iter_mut() {
             let p = parts.next().ok_or_else(err)?;
             if p.len() != 2 {

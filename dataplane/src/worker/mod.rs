@@ -1,0 +1,376 @@
+//! Worker threads: the per-packet path.
+//!
+//! Each worker owns one queue of every port, its own buffers and its own
+//! counters, and shares only the MAC tables (lock-free, read-mostly) with the
+//! other workers. A worker waits in epoll (mio) for its queues to become
+//! readable; for each readable queue it reads a batch of frames, decides all
+//! of them, then transmits them on its own queues of the egress ports. The
+//! only system calls per frame are the read and the write(s): TAP queues
+//! offer no batched read or write.
+//!
+//! The kernel spreads a container's flows over the TAP's queues (by flow
+//! hash, and it steers a flow to the queue its reply traffic was written
+//! to), so both directions of a TCP connection tend to meet on one worker.
+//!
+//! Fairness: one queue is served for at most [`BUDGET`] frames per turn; a
+//! queue that still has data stays on the ready list and the worker polls
+//! without sleeping until the list is empty. mio is edge-triggered, so a
+//! queue is only taken off the list once a read returned `EAGAIN`.
+//!
+//! Control messages arrive on a crossbeam channel and a mio `Waker` and are
+//! handled between batches, never in the middle of one.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::bridge::{self, Fdb, Tally, Verdict};
+use crate::port::{PortId, PortQueue};
+use crate::stats::{DropReason, NetId, Stats, WorkerStats, MAX_NETWORKS, MAX_PORTS};
+use crate::wire::{VnetHdr, VNET_HDR_LEN};
+use crate::Clock;
+
+/// Bytes kept free in front of every received frame, so encapsulation can
+/// prepend outer headers (VXLAN: 50 bytes) in place.
+pub const HEADROOM: usize = 128;
+/// Largest frame a port hands over: a 64 KiB GSO super-frame plus an
+/// Ethernet header with one VLAN tag.
+pub const MAX_FRAME: usize = 65535 + 18;
+/// Size of one receive buffer.
+pub const BUF_SIZE: usize = HEADROOM + VNET_HDR_LEN + MAX_FRAME + 1;
+/// Frames read from one queue before they are decided and sent.
+pub const BATCH: usize = 32;
+/// Frames served from one queue before the worker turns to the next.
+pub const BUDGET: usize = 4 * BATCH;
+
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// Messages from the control plane to a worker.
+pub enum Ctrl {
+    AddNetwork { net: NetId, fdb: Arc<Fdb>, done: Sender<()> },
+    RemoveNetwork { net: NetId, done: Sender<()> },
+    AddPort { port: PortId, net: NetId, queue: PortQueue, done: Sender<io::Result<()>> },
+    RemovePort { port: PortId, done: Sender<()> },
+    Shutdown,
+}
+
+struct WPort {
+    queue: PortQueue,
+    net: NetId,
+    ready: bool,
+}
+
+struct WNet {
+    fdb: Arc<Fdb>,
+    ports: Vec<PortId>,
+}
+
+/// A batch of receive buffers and what was decided for each.
+struct Batch {
+    bufs: Vec<Box<[u8]>>,
+    lens: [usize; BATCH],
+    verdicts: [Verdict; BATCH],
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bufs: (0..BATCH).map(|_| vec![0u8; BUF_SIZE].into_boxed_slice()).collect(),
+            lens: [0; BATCH],
+            verdicts: [Verdict::Flood; BATCH],
+        }
+    }
+    /// The virtio-net header and frame of buffer `i`, as read from the port.
+    #[inline]
+    fn packet(&self, i: usize) -> &[u8] {
+        &self.bufs[i][HEADROOM..HEADROOM + self.lens[i]]
+    }
+}
+
+pub(crate) struct Worker {
+    id: usize,
+    poll: Poll,
+    ctrl: Receiver<Ctrl>,
+    stats: Arc<Stats>,
+    clock: Clock,
+    ports: Vec<Option<WPort>>,
+    nets: Vec<Option<WNet>>,
+    ready: Vec<PortId>,
+    batch: Batch,
+}
+
+impl Worker {
+    pub(crate) fn new(id: usize, poll: Poll, ctrl: Receiver<Ctrl>, stats: Arc<Stats>, clock: Clock) -> Worker {
+        Worker {
+            id,
+            poll,
+            ctrl,
+            stats,
+            clock,
+            ports: (0..MAX_PORTS).map(|_| None).collect(),
+            nets: (0..MAX_NETWORKS).map(|_| None).collect(),
+            ready: Vec::with_capacity(MAX_PORTS),
+            batch: Batch::new(),
+        }
+    }
+
+    fn my_stats(&self) -> &WorkerStats {
+        &self.stats.workers[self.id]
+    }
+
+    /// Run until told to shut down.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = if self.ready.is_empty() { None } else { Some(Duration::ZERO) };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // epoll_wait only fails on programming errors; stop rather
+                // than spin.
+                return;
+            }
+            self.my_stats().wakeups.inc();
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let p = ev.token().0;
+                if let Some(port) = self.ports.get_mut(p).and_then(Option::as_mut) {
+                    if !port.ready {
+                        port.ready = true;
+                        self.ready.push(p as PortId);
+                    }
+                }
+            }
+            if !self.handle_ctrl() {
+                return;
+            }
+            self.serve_ready();
+        }
+    }
+
+    /// Apply pending control messages; false on shutdown.
+    fn handle_ctrl(&mut self) -> bool {
+        while let Ok(msg) = self.ctrl.try_recv() {
+            match msg {
+                Ctrl::Shutdown => return false,
+                Ctrl::AddNetwork { net, fdb, done } => {
+                    self.nets[net as usize] = Some(WNet { fdb, ports: Vec::new() });
+                    let _ = done.send(());
+                }
+                Ctrl::RemoveNetwork { net, done } => {
+                    if let Some(n) = self.nets[net as usize].take() {
+                        for p in n.ports {
+                            self.remove_port(p);
+                        }
+                    }
+                    let _ = done.send(());
+                }
+                Ctrl::AddPort { port, net, queue, done } => {
+                    let _ = done.send(self.add_port(port, net, queue));
+                }
+                Ctrl::RemovePort { port, done } => {
+                    self.remove_port(port);
+                    let _ = done.send(());
+                }
+            }
+        }
+        true
+    }
+
+    fn add_port(&mut self, port: PortId, net: NetId, queue: PortQueue) -> io::Result<()> {
+        let Some(n) = self.nets.get_mut(net as usize).and_then(Option::as_mut) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such network in the dataplane"));
+        };
+        let fd = queue.as_raw_fd();
+        self.poll.registry().register(&mut SourceFd(&fd), Token(port as usize), Interest::READABLE)?;
+        n.ports.push(port);
+        // The queue may already hold frames (edge-triggered: no event for
+        // those), so start with it on the ready list.
+        self.ports[port as usize] = Some(WPort { queue, net, ready: true });
+        self.ready.push(port);
+        Ok(())
+    }
+
+    fn remove_port(&mut self, port: PortId) {
+        if let Some(p) = self.ports[port as usize].take() {
+            let fd = p.queue.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            if let Some(n) = self.nets[p.net as usize].as_mut() {
+                n.ports.retain(|&q| q != port);
+            }
+            self.ready.retain(|&q| q != port);
+        }
+    }
+
+    fn serve_ready(&mut self) {
+        let mut i = 0;
+        while i < self.ready.len() {
+            let port = self.ready[i];
+            if self.serve(port) {
+                if let Some(p) = self.ports[port as usize].as_mut() {
+                    p.ready = false;
+                }
+                self.ready.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Serve one readable queue for up to [`BUDGET`] frames. Returns true
+    /// when the queue is drained (the last read said `EAGAIN`).
+    fn serve(&mut self, ingress: PortId) -> bool {
+        let mut served = 0;
+        while served < BUDGET {
+            let (n, drained) = self.receive(ingress);
+            if n > 0 {
+                self.process(ingress, n);
+                served += n;
+            }
+            if drained {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Read up to [`BATCH`] frames from `ingress`.
+    #[inline]
+    fn receive(&mut self, ingress: PortId) -> (usize, bool) {
+        let Some(port) = self.ports[ingress as usize].as_ref() else { return (0, true) };
+        let stats = &self.stats.workers[self.id];
+        let mut n = 0;
+        while n < BATCH {
+            match port.queue.recv(&mut self.batch.bufs[n][HEADROOM..]) {
+                Ok(len) => {
+                    self.batch.lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (n, true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    stats.drop(DropReason::RxError);
+                    return (n, true);
+                }
+            }
+        }
+        (n, false)
+    }
+
+    /// Decide and transmit the `n` frames of the batch.
+    #[inline]
+    fn process(&mut self, ingress: PortId, n: usize) {
+        let now = self.clock.now_ms();
+        let stats = &self.stats.workers[self.id];
+        stats.frames.add(n as u64);
+        let Some(port) = self.ports[ingress as usize].as_ref() else { return };
+        let pc = &stats.ports[ingress as usize];
+        let Some(net) = self.nets[port.net as usize].as_ref() else {
+            stats.drops[DropReason::NoNetwork as usize].add(n as u64);
+            pc.rx_dropped.add(n as u64);
+            return;
+        };
+        let mut tally = Tally::default();
+        let mut rx_bytes = 0;
+        for i in 0..n {
+            let pkt = self.batch.packet(i);
+            rx_bytes += pkt.len().saturating_sub(VNET_HDR_LEN) as u64;
+            self.batch.verdicts[i] = classify(&net.fdb, ingress, pkt, now, &mut tally);
+        }
+        pc.rx_packets.add(n as u64);
+        pc.rx_bytes.add(rx_bytes);
+        tally.flush(stats, port.net);
+
+        for i in 0..n {
+            let pkt = self.batch.packet(i);
+            match self.batch.verdicts[i] {
+                Verdict::Forward(out) => transmit(&self.ports, stats, out, pkt),
+                Verdict::Flood => {
+                    for &out in &net.ports {
+                        if out != ingress {
+                            transmit(&self.ports, stats, out, pkt);
+                        }
+                    }
+                }
+                Verdict::Drop(reason) => {
+                    stats.drop(reason);
+                    pc.rx_dropped.inc();
+                }
+            }
+        }
+    }
+}
+
+/// Validate the port-level framing, then let the bridge decide.
+#[inline]
+fn classify(fdb: &Fdb, ingress: PortId, pkt: &[u8], now: u64, tally: &mut Tally) -> Verdict {
+    if pkt.len() < VNET_HDR_LEN + crate::wire::ethernet::HEADER_LEN {
+        return Verdict::Drop(DropReason::Runt);
+    }
+    if pkt.len() > VNET_HDR_LEN + MAX_FRAME {
+        return Verdict::Drop(DropReason::Oversize);
+    }
+    let (hdr, frame) = pkt.split_at(VNET_HDR_LEN);
+    if VnetHdr::new_unchecked(hdr).validate(frame.len()).is_err() {
+        return Verdict::Drop(DropReason::BadVnetHdr);
+    }
+    bridge::decide(fdb, ingress, frame, now, tally)
+}
+
+#[inline]
+fn transmit(ports: &[Option<WPort>], stats: &WorkerStats, out: PortId, pkt: &[u8]) {
+    let pc = &stats.ports[out as usize];
+    let Some(port) = ports.get(out as usize).and_then(Option::as_ref) else {
+        stats.drop(DropReason::TxError);
+        return;
+    };
+    match port.queue.send(pkt) {
+        Ok(_) => {
+            pc.tx_packets.inc();
+            pc.tx_bytes.add((pkt.len() - VNET_HDR_LEN) as u64);
+        }
+        Err(_) => {
+            stats.drop(DropReason::TxError);
+            pc.tx_dropped.inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(hdr: [u8; 10], frame: &[u8]) -> Vec<u8> {
+        let mut v = hdr.to_vec();
+        v.extend_from_slice(frame);
+        v
+    }
+
+    const ARP: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x42, 0x0a, 0x58, 0x00, 0x02, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00,
+        0x06, 0x04, 0x00, 0x01, 0x02, 0x42, 0x0a, 0x58, 0x00, 0x02, 0x0a, 0x58, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x0a, 0x58, 0x00, 0x03,
+    ];
+
+    #[test]
+    fn classify_checks_port_framing_first() {
+        let fdb = Fdb::new(8, 1000);
+        let mut t = Tally::default();
+        assert_eq!(classify(&fdb, 0, &pkt([0; 10], &ARP), 0, &mut t), Verdict::Flood);
+        assert_eq!(classify(&fdb, 0, &pkt([0; 10], &ARP[..13]), 0, &mut t), Verdict::Drop(DropReason::Runt));
+        assert_eq!(classify(&fdb, 0, &ARP[..9], 0, &mut t), Verdict::Drop(DropReason::Runt));
+        // GSO type 2 does not exist.
+        let bad = pkt([0, 2, 0, 0, 0, 0, 0, 0, 0, 0], &ARP);
+        assert_eq!(classify(&fdb, 0, &bad, 0, &mut t), Verdict::Drop(DropReason::BadVnetHdr));
+        let huge = vec![0u8; VNET_HDR_LEN + MAX_FRAME + 1];
+        assert_eq!(classify(&fdb, 0, &huge, 0, &mut t), Verdict::Drop(DropReason::Oversize));
+    }
+}
