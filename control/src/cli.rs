@@ -1,1 +1,338 @@
-pub fn main() {}
+//! The `tapnet` command line. Every command but `daemon`, `demo` and `bench`
+//! is a thin client of the daemon's API; every command accepts `--json`.
+//! Errors are one line on stderr and a non-zero exit: 2 for a malformed
+//! command line, 1 for a request the daemon refused.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+
+use crate::api::{self, Request};
+use crate::engine::EngineConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "tapnet", version, about = "Userspace container networking: a learning bridge over TAP devices")]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "TAPNET_SOCKET", default_value = api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the dataplane and serve the API (owns every TAP device).
+    Daemon(DaemonArgs),
+    /// Manage networks (one learning bridge each).
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage containers (network namespaces).
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Run a command inside a container's network namespace.
+    Exec {
+        name: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Show a network's MAC table.
+    Fdb { network: String },
+    /// Show per-port counters and drops by reason.
+    Stats,
+    /// Build a network with two containers, ping, move TCP traffic, print the figures, tear down.
+    Demo(crate::demo::DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Where the daemon keeps its lock and its list of namespaces.
+    #[arg(long, default_value = api::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Default MAC table bound per network.
+    #[arg(long, default_value_t = dataplane::bridge::fdb::DEFAULT_CAPACITY)]
+    pub fdb_max: usize,
+    /// Default MAC ageing time in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub fdb_ageing: u64,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Run in this named network namespace (the daemon's "host").
+    #[arg(long)]
+    pub netns: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create {
+        name: String,
+        #[arg(long)]
+        subnet: String,
+        /// Gateway address (default: the subnet's first host).
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Bound on the MAC table (default: the daemon's --fdb-max).
+        #[arg(long)]
+        fdb_max: Option<usize>,
+        /// MAC ageing time in seconds (default: the daemon's --fdb-ageing).
+        #[arg(long)]
+        fdb_ageing: Option<u64>,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a network with its containers.
+    Inspect { name: String },
+    /// Remove a network (refused while containers are attached).
+    #[command(alias = "remove")]
+    Rm { name: String },
+    /// Give a running container an interface on another network.
+    Connect {
+        network: String,
+        container: String,
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// Remove a container's interface on a network.
+    Disconnect { network: String, container: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCmd {
+    /// Create a container: a network namespace with eth0 on a network.
+    Create {
+        name: String,
+        /// NET, none, host or container:OTHER.
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Remove a container and its namespace.
+    #[command(alias = "remove")]
+    Rm { name: String },
+    /// List containers.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a container.
+    Inspect { name: String },
+}
+
+/// Entry point of the `tapnet` binary.
+pub fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            if matches!(e.kind(), DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand) {
+                e.exit();
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            eprintln!("tapnet: {}", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
+    if let Err(msg) = run(cli) {
+        eprintln!("tapnet: {msg}");
+        std::process::exit(1);
+    }
+}
+
+fn call<T: DeserializeOwned>(socket: &Path, req: Request) -> Result<(T, serde_json::Value), String> {
+    let v = api::call(socket, &req).map_err(|e| e.to_string())?;
+    let t = serde_json::from_value(v.clone()).map_err(|e| format!("bad reply from the daemon: {e}"))?;
+    Ok((t, v))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let sock = cli.socket.as_path();
+    let json = cli.json;
+    match cli.cmd {
+        Cmd::Daemon(a) => {
+            let opts = crate::daemon::DaemonOpts {
+                socket: cli.socket.clone(),
+                state_dir: a.state_dir,
+                netns: a.netns,
+                engine: EngineConfig {
+                    workers: a.workers.unwrap_or_else(|| EngineConfig::default().workers),
+                    pin: !a.no_pin,
+                    fdb_max: a.fdb_max,
+                    fdb_ageing: a.fdb_ageing,
+                },
+            };
+            if opts.engine.workers == 0 || opts.engine.workers > 64 {
+                return Err(format!("invalid --workers {}: must be between 1 and 64", opts.engine.workers));
+            }
+            crate::daemon::run(opts).map_err(|e| e.to_string())
+        }
+        Cmd::Network(c) => network(sock, json, c),
+        Cmd::Container(c) => container(sock, json, c),
+        Cmd::Exec { name, cmd } => exec(sock, &name, &cmd),
+        Cmd::Fdb { network } => {
+            let (f, v): (api::FdbInfo, _) = call(sock, Request::Fdb { network })?;
+            if json {
+                print_json(&v);
+                return Ok(());
+            }
+            println!("{:<19} {:>5}  {:<20} {:>8}", "MAC", "PORT", "NAME", "AGE(s)");
+            for e in &f.entries {
+                println!("{:<19} {:>5}  {:<20} {:>8.1}", e.mac, e.port, e.port_name, e.age_s);
+            }
+            let ev: Vec<String> = f.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{} entries (max {}), ageing {} s; {}", f.entries.len(), f.max, f.ageing, ev.join(" "));
+            Ok(())
+        }
+        Cmd::Stats => {
+            let (s, v): (api::StatsInfo, _) = call(sock, Request::Stats)?;
+            if json {
+                print_json(&v);
+                return Ok(());
+            }
+            println!(
+                "{:<22} {:<12} {:>10} {:>14} {:>10} {:>14} {:>8} {:>8}",
+                "PORT", "NETWORK", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "RX_DROP", "TX_DROP"
+            );
+            for p in &s.ports {
+                println!(
+                    "{:<22} {:<12} {:>10} {:>14} {:>10} {:>14} {:>8} {:>8}",
+                    p.name, p.network, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, p.rx_dropped, p.tx_dropped
+                );
+            }
+            let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("drops: {}", d.join(" "));
+            for (n, ev) in &s.networks {
+                let e: Vec<String> = ev.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("bridge {n}: {}", e.join(" "));
+            }
+            Ok(())
+        }
+        Cmd::Demo(a) => crate::demo::run(&a, json),
+    }
+}
+
+fn network(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> {
+    match c {
+        NetworkCmd::Create { name, subnet, gateway, mtu, fdb_max, fdb_ageing } => {
+            let (n, v): (api::NetworkInfo, _) =
+                call(sock, Request::NetworkCreate { name, subnet, gateway, mtu, fdb_max, fdb_ageing })?;
+            if json { print_json(&v) } else { println!("{}", n.id) }
+        }
+        NetworkCmd::Ls => {
+            let (ns, v): (Vec<api::NetworkInfo>, _) = call(sock, Request::NetworkLs)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:<12}  {:<16} {:<14} {:<18} {:<15} {:>6} {:>10}", "NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "MTU", "CONTAINERS");
+                for n in ns {
+                    println!(
+                        "{:<12}  {:<16} {:<14} {:<18} {:<15} {:>6} {:>10}",
+                        n.id, n.name, n.driver, n.subnet, n.gateway, n.mtu, n.containers.len()
+                    );
+                }
+            }
+        }
+        NetworkCmd::Inspect { name } => {
+            let (_, v): (api::NetworkInfo, _) = call(sock, Request::NetworkInspect { name })?;
+            print_json(&v);
+        }
+        NetworkCmd::Rm { name } => {
+            let (n, v): (String, _) = call(sock, Request::NetworkRm { name })?;
+            if json { print_json(&v) } else { println!("{n}") }
+        }
+        NetworkCmd::Connect { network, container, ip } => {
+            let (_, v): (api::ContainerInfo, _) = call(sock, Request::NetworkConnect { network, container, ip })?;
+            if json {
+                print_json(&v);
+            }
+        }
+        NetworkCmd::Disconnect { network, container } => {
+            let (_, v): (api::ContainerInfo, _) = call(sock, Request::NetworkDisconnect { network, container })?;
+            if json {
+                print_json(&v);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn container(sock: &Path, json: bool, c: ContainerCmd) -> Result<(), String> {
+    match c {
+        ContainerCmd::Create { name, network, ip, mac } => {
+            let (ci, v): (api::ContainerInfo, _) = call(sock, Request::ContainerCreate { name, network, ip, mac })?;
+            if json { print_json(&v) } else { println!("{}", ci.id) }
+        }
+        ContainerCmd::Rm { name } => {
+            let (n, v): (String, _) = call(sock, Request::ContainerRm { name })?;
+            if json { print_json(&v) } else { println!("{n}") }
+        }
+        ContainerCmd::Ls => {
+            let (cs, v): (Vec<api::ContainerInfo>, _) = call(sock, Request::ContainerLs)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:<16} {:<12}  {:<20} INTERFACES", "NAME", "ID", "NETWORK MODE");
+                for c in cs {
+                    let ifs: Vec<String> = c
+                        .networks
+                        .iter()
+                        .map(|e| format!("{}={} ({}, {})", e.interface, e.ipv4_address, e.network, e.mac_address))
+                        .collect();
+                    println!("{:<16} {:<12}  {:<20} {}", c.name, c.id, c.network_mode, ifs.join(", "));
+                }
+            }
+        }
+        ContainerCmd::Inspect { name } => {
+            let (_, v): (api::ContainerInfo, _) = call(sock, Request::ContainerInspect { name })?;
+            print_json(&v);
+        }
+    }
+    Ok(())
+}
+
+/// Enter the container's network namespace and exec the command, like
+/// `ip netns exec`: a private mount namespace gets a fresh /sys so tools that
+/// read /sys/class/net see the container's interfaces.
+fn exec(sock: &Path, name: &str, cmd: &[String]) -> Result<(), String> {
+    let (ci, _): (api::ContainerInfo, _) = call(sock, Request::ContainerInspect { name: name.to_string() })?;
+    crate::netns::enter(Path::new(&ci.sandbox_key)).map_err(|e| e.to_string())?;
+    remount_sys();
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    Err(format!("exec {}: {err}", cmd[0]))
+}
+
+fn remount_sys() {
+    // Best effort, as in iproute2: without it only /sys is stale.
+    // SAFETY: plain syscalls on valid NUL-terminated strings; this process
+    // is single-threaded here and about to exec.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return;
+        }
+        let none = c"none";
+        if libc::mount(none.as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_SLAVE | libc::MS_REC, std::ptr::null()) != 0 {
+            return;
+        }
+        libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
+        libc::mount(c"sysfs".as_ptr(), c"/sys".as_ptr(), c"sysfs".as_ptr(), 0, std::ptr::null());
+    }
+}

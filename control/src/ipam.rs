@@ -1,0 +1,239 @@
+//! IPv4 address management for a network: parse the subnet, choose the
+//! gateway, hand out addresses.
+//!
+//! The network address, the broadcast address and the gateway are never
+//! handed out; neither is an address already taken. Allocation returns the
+//! lowest free address, as Docker's default IPAM does.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// Errors from parsing subnets and allocating addresses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    /// Not of the form A.B.C.D/N.
+    #[error("invalid subnet {0:?}: expected CIDR like 10.88.0.0/24")]
+    BadCidr(String),
+    /// Host bits are set in the subnet.
+    #[error("invalid subnet {given}: it should be {canonical}")]
+    NotCanonical { given: String, canonical: String },
+    /// The prefix leaves no room for a gateway and one container.
+    #[error("subnet {0} is too small: the prefix must be /30 or shorter")]
+    TooSmall(String),
+    /// Not an IPv4 address.
+    #[error("invalid IPv4 address {0:?}")]
+    BadAddr(String),
+    /// The address is outside the network's subnet.
+    #[error("address {addr} is not in subnet {subnet}")]
+    OutsideSubnet { addr: Ipv4Addr, subnet: Subnet },
+    /// The subnet's own network or broadcast address.
+    #[error("address {0} is the subnet's network or broadcast address")]
+    Reserved(Ipv4Addr),
+    /// The gateway address.
+    #[error("address {0} is the network's gateway")]
+    Gateway(Ipv4Addr),
+    /// Someone already has this address.
+    #[error("address {0} is already in use")]
+    Taken(Ipv4Addr),
+    /// Every address is in use.
+    #[error("no free address left in subnet {0}")]
+    Exhausted(Subnet),
+}
+
+/// An IPv4 subnet in canonical form (no host bits set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subnet {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+    pub fn network(&self) -> u32 {
+        u32::from(self.addr)
+    }
+    pub fn broadcast(&self) -> u32 {
+        self.network() | !self.mask()
+    }
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        u32::from(a) & self.mask() == self.network()
+    }
+    pub fn overlaps(&self, o: &Subnet) -> bool {
+        let m = self.mask() & o.mask();
+        self.network() & m == o.network() & m
+    }
+    /// First usable host address, the default gateway.
+    pub fn first_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.network() + 1)
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = IpamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IpamError::BadCidr(s.to_string());
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        if prefix > 32 {
+            return Err(bad());
+        }
+        let sn = Subnet { addr, prefix };
+        let canon = Subnet { addr: Ipv4Addr::from(u32::from(addr) & sn.mask()), prefix };
+        if canon.addr != addr {
+            return Err(IpamError::NotCanonical { given: s.to_string(), canonical: canon.to_string() });
+        }
+        if prefix > 30 {
+            return Err(IpamError::TooSmall(s.to_string()));
+        }
+        Ok(canon)
+    }
+}
+
+/// Parse a dotted-quad IPv4 address with a one-line error.
+pub fn parse_addr(s: &str) -> Result<Ipv4Addr, IpamError> {
+    s.parse().map_err(|_| IpamError::BadAddr(s.to_string()))
+}
+
+/// The addresses of one network.
+#[derive(Debug, Clone)]
+pub struct Ipam {
+    subnet: Subnet,
+    gateway: Ipv4Addr,
+    taken: BTreeSet<u32>,
+}
+
+impl Ipam {
+    /// A pool for `subnet` with `gateway` (default: the first host).
+    pub fn new(subnet: Subnet, gateway: Option<Ipv4Addr>) -> Result<Ipam, IpamError> {
+        let gw = gateway.unwrap_or_else(|| subnet.first_host());
+        let ipam = Ipam { subnet, gateway: gw, taken: BTreeSet::new() };
+        ipam.check_host(gw)?;
+        Ok(ipam)
+    }
+    pub fn subnet(&self) -> Subnet {
+        self.subnet
+    }
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
+    fn check_host(&self, a: Ipv4Addr) -> Result<(), IpamError> {
+        if !self.subnet.contains(a) {
+            return Err(IpamError::OutsideSubnet { addr: a, subnet: self.subnet });
+        }
+        let v = u32::from(a);
+        if v == self.subnet.network() || v == self.subnet.broadcast() {
+            return Err(IpamError::Reserved(a));
+        }
+        Ok(())
+    }
+
+    /// Check that `a` could be reserved, without reserving it.
+    pub fn check(&self, a: Ipv4Addr) -> Result<(), IpamError> {
+        self.check_host(a)?;
+        if a == self.gateway {
+            return Err(IpamError::Gateway(a));
+        }
+        if self.taken.contains(&u32::from(a)) {
+            return Err(IpamError::Taken(a));
+        }
+        Ok(())
+    }
+
+    /// Reserve a specific address (`--ip`).
+    pub fn reserve(&mut self, a: Ipv4Addr) -> Result<Ipv4Addr, IpamError> {
+        self.check(a)?;
+        self.taken.insert(u32::from(a));
+        Ok(a)
+    }
+
+    /// The lowest free address.
+    pub fn next_free(&self) -> Result<Ipv4Addr, IpamError> {
+        let gw = u32::from(self.gateway);
+        (self.subnet.network() + 1..self.subnet.broadcast())
+            .find(|v| *v != gw && !self.taken.contains(v))
+            .map(Ipv4Addr::from)
+            .ok_or(IpamError::Exhausted(self.subnet))
+    }
+
+    /// Reserve the lowest free address.
+    pub fn allocate(&mut self) -> Result<Ipv4Addr, IpamError> {
+        let a = self.next_free()?;
+        self.taken.insert(u32::from(a));
+        Ok(a)
+    }
+
+    /// Give an address back.
+    pub fn release(&mut self, a: Ipv4Addr) {
+        self.taken.remove(&u32::from(a));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sn(s: &str) -> Subnet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parse_subnets() {
+        assert_eq!(sn("10.88.0.0/24"), Subnet { addr: Ipv4Addr::new(10, 88, 0, 0), prefix: 24 });
+        for bad in ["10.88.0.0", "10.88.0.0/", "10.88.0.0/33", "10.88.0/24", "x/24", "10.88.0.0/+4", "10.88.0.0/024"] {
+            assert!(matches!(bad.parse::<Subnet>(), Err(IpamError::BadCidr(_))), "{bad}");
+        }
+        assert_eq!(
+            "10.88.0.1/24".parse::<Subnet>(),
+            Err(IpamError::NotCanonical { given: "10.88.0.1/24".into(), canonical: "10.88.0.0/24".into() })
+        );
+        assert!(matches!("10.88.0.0/31".parse::<Subnet>(), Err(IpamError::TooSmall(_))));
+        assert!(sn("10.0.0.0/8").overlaps(&sn("10.88.0.0/24")));
+        assert!(!sn("10.88.0.0/24").overlaps(&sn("10.88.1.0/24")));
+    }
+
+    #[test]
+    fn allocation_skips_reserved_and_taken() {
+        let mut ipam = Ipam::new(sn("10.88.0.0/29"), None).unwrap();
+        assert_eq!(ipam.gateway(), Ipv4Addr::new(10, 88, 0, 1));
+        assert_eq!(ipam.allocate().unwrap(), Ipv4Addr::new(10, 88, 0, 2));
+        ipam.reserve(Ipv4Addr::new(10, 88, 0, 3)).unwrap();
+        assert_eq!(ipam.allocate().unwrap(), Ipv4Addr::new(10, 88, 0, 4));
+        assert_eq!(ipam.reserve(Ipv4Addr::new(10, 88, 0, 3)), Err(IpamError::Taken(Ipv4Addr::new(10, 88, 0, 3))));
+        assert_eq!(ipam.reserve(Ipv4Addr::new(10, 88, 0, 1)), Err(IpamError::Gateway(Ipv4Addr::new(10, 88, 0, 1))));
+        assert_eq!(ipam.reserve(Ipv4Addr::new(10, 88, 0, 0)), Err(IpamError::Reserved(Ipv4Addr::new(10, 88, 0, 0))));
+        assert_eq!(ipam.reserve(Ipv4Addr::new(10, 88, 0, 7)), Err(IpamError::Reserved(Ipv4Addr::new(10, 88, 0, 7))));
+        assert!(matches!(ipam.reserve(Ipv4Addr::new(10, 88, 1, 2)), Err(IpamError::OutsideSubnet { .. })));
+        assert_eq!(ipam.allocate().unwrap(), Ipv4Addr::new(10, 88, 0, 5));
+        assert_eq!(ipam.allocate().unwrap(), Ipv4Addr::new(10, 88, 0, 6));
+        assert!(matches!(ipam.allocate(), Err(IpamError::Exhausted(_))));
+        ipam.release(Ipv4Addr::new(10, 88, 0, 3));
+        assert_eq!(ipam.allocate().unwrap(), Ipv4Addr::new(10, 88, 0, 3));
+    }
+
+    #[test]
+    fn custom_gateway() {
+        let ipam = Ipam::new(sn("10.88.0.0/24"), Some(Ipv4Addr::new(10, 88, 0, 254))).unwrap();
+        assert_eq!(ipam.next_free().unwrap(), Ipv4Addr::new(10, 88, 0, 1));
+        assert!(Ipam::new(sn("10.88.0.0/24"), Some(Ipv4Addr::new(10, 88, 0, 255))).is_err());
+        assert!(Ipam::new(sn("10.88.0.0/24"), Some(Ipv4Addr::new(10, 89, 0, 1))).is_err());
+    }
+}
