@@ -11,3 +11,4 @@ pub mod ipam;
 pub mod netlink;
 pub mod netns;
 pub mod sandbox;
+pub mod traffic;
