@@ -1,0 +1,261 @@
+//! Shared harness of the privileged integration tests.
+//!
+//! Each test starts its own daemon in its own "host" namespace with its own
+//! socket and state directory, and names everything it creates with a prefix
+//! unique to the test process and the test. The guard's `Drop` stops the
+//! daemon (SIGTERM, then SIGKILL) and removes anything left with its prefix,
+//! so a failing test leaves nothing behind either. Observers are real tools:
+//! `ip`, `ping`, and our own sockets inside the namespaces.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `tapnet` binary built alongside the tests.
+pub fn tapnet_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/tapnet
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("tapnet");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p control)", bin.display());
+    bin
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Run a command, capturing its output.
+pub fn sh(prog: &str, args: &[&str]) -> Output {
+    Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("run {prog}: {e}"))
+}
+
+pub fn netns_list() -> Vec<String> {
+    let out = sh("ip", &["netns", "list"]);
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+}
+
+/// A daemon in its own host namespace.
+pub struct Host {
+    pub prefix: String,
+    pub hostns: String,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    child: Option<Child>,
+}
+
+impl Host {
+    /// Start a daemon for test `tag` (2-3 characters, unique per test).
+    pub fn start(tag: &str, extra: &[&str]) -> Host {
+        assert!(is_root(), "the integration tests need root (namespaces, TAP devices)");
+        let prefix = format!("t{:x}{tag}", std::process::id() & 0xfffff);
+        let hostns = format!("{prefix}h");
+        let dir = std::env::temp_dir().join(format!("tapnet-test-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = sh("ip", &["netns", "add", &hostns]);
+        assert!(out.status.success(), "ip netns add {hostns}: {}", String::from_utf8_lossy(&out.stderr));
+        let socket = dir.join("tapnet.sock");
+        let state = dir.join("state");
+        let mut h = Host { prefix, hostns, socket, state, child: None };
+        h.spawn(extra);
+        h
+    }
+
+    /// (Re)start the daemon process on this host's socket and state.
+    pub fn spawn(&mut self, extra: &[&str]) {
+        let mut args = vec![
+            "daemon".to_string(),
+            "--netns".into(),
+            self.hostns.clone(),
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--state-dir".into(),
+            self.state.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(tapnet_bin())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tapnet daemon");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while !self.tapnet(&["network", "ls"]).status.success() {
+            assert!(t0.elapsed() < Duration::from_secs(15), "daemon did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stop the daemon with `sig` and wait for it.
+    pub fn stop(&mut self, sig: i32) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, sig) };
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A name unique to this test.
+    pub fn name(&self, s: &str) -> String {
+        let n = format!("{}{s}", self.prefix);
+        assert!(n.len() <= 15, "{n} is too long for an interface name");
+        n
+    }
+
+    pub fn tapnet(&self, args: &[&str]) -> Output {
+        Command::new(tapnet_bin())
+            .args(args)
+            .env("TAPNET_SOCKET", &self.socket)
+            .output()
+            .expect("run tapnet")
+    }
+
+    /// Run tapnet, assert success, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.tapnet(args);
+        assert!(
+            out.status.success(),
+            "tapnet {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run tapnet with --json, assert success, parse stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap_or_else(|e| panic!("tapnet {args:?}: bad JSON: {e}"))
+    }
+
+    /// Run tapnet, assert it fails with exactly one line on stderr; return it.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.tapnet(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "tapnet {args:?} should fail but succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(err.trim_end().lines().count(), 1, "tapnet {args:?}: error should be one line, got {err:?}");
+        assert!(err.starts_with("tapnet: "), "{err:?}");
+        err
+    }
+
+    pub fn network(&self, name: &str, subnet: &str, extra: &[&str]) {
+        let mut a = vec!["network", "create", name, "--subnet", subnet];
+        a.extend_from_slice(extra);
+        self.ok(&a);
+    }
+
+    /// Create a container on `net` and return its IPv4 address and MAC.
+    pub fn container(&self, name: &str, net: &str) -> (String, String) {
+        let v = self.json(&["container", "create", name, "--network", net]);
+        let ep = &v["networks"][0];
+        let ip = ep["ipv4_address"].as_str().unwrap_or("").split('/').next().unwrap().to_string();
+        (ip, ep["mac_address"].as_str().unwrap_or("").to_string())
+    }
+
+    /// Counters of the port named `container:ifname`.
+    pub fn port_stats(&self, port_name: &str) -> Value {
+        let s = self.json(&["stats"]);
+        s["ports"].as_array().unwrap().iter().find(|p| p["name"] == port_name).cloned().unwrap_or(Value::Null)
+    }
+
+    pub fn drops(&self, reason: &str) -> u64 {
+        self.json(&["stats"])["drops"][reason].as_u64().unwrap()
+    }
+
+    /// The MAC table of `net` as (mac, port_name) pairs.
+    pub fn fdb(&self, net: &str) -> Vec<(String, String)> {
+        let v = self.json(&["fdb", net]);
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["mac"].as_str().unwrap().to_string(), e["port_name"].as_str().unwrap().to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM);
+        for ns in netns_list() {
+            if ns.starts_with(&self.prefix) {
+                let _ = sh("ip", &["netns", "del", &ns]);
+            }
+        }
+        if let Some(dir) = self.socket.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `ip netns exec NS ping -c N -W 1 DST`: true if every echo was answered.
+pub fn ping(ns: &str, dst: &str, count: u32) -> bool {
+    let c = count.to_string();
+    sh("ip", &["netns", "exec", ns, "ping", "-q", "-c", &c, "-i", "0.2", "-W", "1", dst]).status.success()
+}
+
+/// Send raw Ethernet frames out of `ifname` inside namespace `ns`.
+pub fn send_raw(ns: &str, ifname: &str, frames: &[Vec<u8>]) {
+    let path = PathBuf::from(format!("/var/run/netns/{ns}"));
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    let frames = frames.to_vec();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscalls on valid fds and buffers owned by this
+        // thread, which only serves this purpose and then ends.
+        unsafe {
+            assert_eq!(libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET), 0);
+            let idx = libc::if_nametoindex(ifname.as_ptr());
+            assert_ne!(idx, 0);
+            let s = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(s >= 0);
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = idx as i32;
+            sll.sll_halen = 6;
+            for fr in &frames {
+                let n = libc::sendto(
+                    s,
+                    fr.as_ptr().cast(),
+                    fr.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(n, fr.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+            }
+            libc::close(s);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+pub fn parse_mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(s.split(':')) {
+        *o = u8::from_str_radix(p, 16).unwrap();
+    }
+    m
+}
