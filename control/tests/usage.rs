@@ -1,0 +1,59 @@
+//! The `tapnet` binary's command line, without a daemon or root: usage
+//! errors are one line with exit status 2, help and version work.
+//! (Having an integration test here also makes `cargo test --workspace`
+//! build the binary that the privileged tests in the root `tests/` run.)
+
+use std::process::Command;
+
+fn tapnet(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tapnet"))
+        .args(args)
+        .env("TAPNET_SOCKET", "/nonexistent/tapnet.sock")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn usage_errors_are_one_line_with_status_2() {
+    for args in [
+        vec!["frobnicate"],
+        vec!["network", "create", "x"],
+        vec!["network", "create", "x", "--subnet", "10.0.0.0/24", "--mtu", "big"],
+        vec!["container", "create", "c"],
+        vec!["exec", "c"],
+        vec!["daemon", "--workers", "-1"],
+    ] {
+        let out = tapnet(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.starts_with("tapnet: "), "{err:?}");
+    }
+}
+
+#[test]
+fn unreachable_daemon_is_one_line_with_status_1() {
+    let out = tapnet(&["network", "ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+    assert!(err.contains("/nonexistent/tapnet.sock"), "{err}");
+}
+
+#[test]
+fn demo_rejects_bad_arguments_before_touching_anything() {
+    let out = tapnet(&["demo", "--duration", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--duration"));
+}
+
+#[test]
+fn help_and_version() {
+    let out = tapnet(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["daemon", "network", "container", "exec", "fdb", "stats", "demo"] {
+        assert!(help.contains(cmd), "{cmd} missing from --help");
+    }
+    assert!(tapnet(&["--version"]).status.success());
+}
