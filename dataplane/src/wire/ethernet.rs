@@ -214,6 +214,31 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 }
 
+/// The fields of an Ethernet II header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub src_addr: MacAddr,
+    pub dst_addr: MacAddr,
+    pub ethertype: EtherType,
+}
+
+impl Repr {
+    pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<Repr> {
+        frame.check_len()?;
+        Ok(Repr { src_addr: frame.src(), dst_addr: frame.dst(), ethertype: frame.ethertype() })
+    }
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+    /// Write the header; panics if the buffer is shorter than `HEADER_LEN`.
+    #[inline]
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, frame: &mut Frame<T>) {
+        frame.set_dst(self.dst_addr);
+        frame.set_src(self.src_addr);
+        frame.set_ethertype(self.ethertype);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +267,23 @@ mod tests {
         f.set_src(MacAddr([0x02, 0x42, 0x0a, 0x58, 0x00, 0x02]));
         f.set_ethertype(EtherType::Arp);
         f.payload_mut().copy_from_slice(&ARP_FRAME[14..]);
+        assert_eq!(buf, ARP_FRAME);
+    }
+
+    #[test]
+    fn repr_round_trip() {
+        let repr = Repr::parse(&Frame::new_checked(&ARP_FRAME[..]).unwrap()).unwrap();
+        assert_eq!(
+            repr,
+            Repr {
+                src_addr: MacAddr([0x02, 0x42, 0x0a, 0x58, 0x00, 0x02]),
+                dst_addr: MacAddr::BROADCAST,
+                ethertype: EtherType::Arp
+            }
+        );
+        let mut buf = [0xa5u8; 42];
+        buf[14..].copy_from_slice(&ARP_FRAME[14..]);
+        repr.emit(&mut Frame::new_unchecked(&mut buf[..]));
         assert_eq!(buf, ARP_FRAME);
     }
 
