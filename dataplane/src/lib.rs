@@ -12,6 +12,8 @@ pub mod wire;
 mod worker;
 
 pub use worker::{BATCH, BUDGET, BUF_SIZE, HEADROOM, MAX_FRAME};
+#[doc(hidden)]
+pub use worker::classify_batch;
 
 use std::io;
 use std::sync::Arc;

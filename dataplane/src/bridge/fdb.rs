@@ -191,6 +191,11 @@ impl Fdb {
                 continue;
             }
             let Some(s) = free else { return Learn::Full };
+            // Check before reserving: a full table under a flood of new
+            // MACs must not bounce the counter's cache line between workers.
+            if self.live.load(Relaxed) >= self.capacity {
+                return Learn::Full;
+            }
             if self.live.fetch_add(1, AcqRel) >= self.capacity {
                 self.live.fetch_sub(1, AcqRel);
                 return Learn::Full;
