@@ -83,3 +83,36 @@ fn connect_and_disconnect() {
     let c = h.name("c");
     h.ok(&["container", "create", &c, "--network", "back", "--ip", "10.212.0.77"]);
 }
+
+#[test]
+fn containers_ping_each_other_by_name() {
+    let h = Host::start("mn", &["--workers", "1"]);
+    h.network("n1", "10.213.0.0/24", &[]);
+    h.network("n2", "10.214.0.0/24", &[]);
+    let (a, b, x) = (h.name("a"), h.name("b"), h.name("x"));
+    h.container(&a, "n1");
+    h.container(&b, "n1");
+    h.container(&x, "n2");
+    // `ip netns exec` bind-mounts /etc/netns/NAME/hosts over /etc/hosts.
+    assert!(ping(&a, &b, 1), "{a} cannot ping {b} by name");
+    assert!(h.tapnet(&["exec", &b, "--", "ping", "-c", "1", "-W", "1", &a]).status.success());
+    // Only containers sharing a network are listed.
+    // (Read the file rather than asking the resolver: a name missing from
+    // hosts falls through to DNS, which only times out here.)
+    let resolves = |from: &str, name: &str| {
+        std::fs::read_to_string(format!("/etc/netns/{from}/hosts"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(name))
+    };
+    assert!(!resolves(&a, &x));
+    h.ok(&["network", "connect", "n1", &x]);
+    assert!(resolves(&a, &x) && ping(&x, &a, 1));
+    h.ok(&["network", "disconnect", "n1", &x]);
+    assert!(!resolves(&a, &x));
+    h.ok(&["container", "rm", &b]);
+    assert!(!resolves(&a, &b));
+    assert!(!std::path::Path::new(&format!("/etc/netns/{b}")).exists(), "hosts file left behind");
+    drop(h);
+    assert!(!std::path::Path::new(&format!("/etc/netns/{a}")).exists(), "hosts file left behind");
+}

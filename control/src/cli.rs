@@ -314,13 +314,15 @@ fn container(sock: &Path, json: bool, c: ContainerCmd) -> Result<(), String> {
 /// read /sys/class/net see the container's interfaces.
 fn exec(sock: &Path, name: &str, cmd: &[String]) -> Result<(), String> {
     let (ci, _): (api::ContainerInfo, _) = call(sock, Request::ContainerInspect { name: name.to_string() })?;
-    crate::netns::enter(Path::new(&ci.sandbox_key)).map_err(|e| e.to_string())?;
-    remount_sys();
+    let key = Path::new(&ci.sandbox_key);
+    crate::netns::enter(key).map_err(|e| e.to_string())?;
+    let nsname = key.strip_prefix(crate::netns::NETNS_RUN_DIR).ok().and_then(|p| p.to_str());
+    remount_sys(nsname);
     let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
     Err(format!("exec {}: {err}", cmd[0]))
 }
 
-fn remount_sys() {
+fn remount_sys(nsname: Option<&str>) {
     // Best effort, as in iproute2: without it only /sys is stale.
     // SAFETY: plain syscalls on valid NUL-terminated strings; this process
     // is single-threaded here and about to exec.
@@ -334,5 +336,21 @@ fn remount_sys() {
         }
         libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
         libc::mount(c"sysfs".as_ptr(), c"/sys".as_ptr(), c"sysfs".as_ptr(), 0, std::ptr::null());
+    }
+    // Like `ip netns exec`: /etc/netns/NAME/FILE is bind-mounted over
+    // /etc/FILE (tapnet puts each container's hosts file there).
+    let Some(name) = nsname else { return };
+    let Ok(entries) = std::fs::read_dir(Path::new(crate::hosts::ETC_NETNS).join(name)) else { return };
+    for e in entries.flatten() {
+        let src = e.path();
+        let dst = Path::new("/etc").join(e.file_name());
+        let (Ok(src), Ok(dst)) = (
+            std::ffi::CString::new(src.as_os_str().as_encoded_bytes()),
+            std::ffi::CString::new(dst.as_os_str().as_encoded_bytes()),
+        ) else {
+            continue;
+        };
+        // SAFETY: valid NUL-terminated paths; a failed bind is ignored.
+        unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), c"none".as_ptr(), libc::MS_BIND, std::ptr::null()) };
     }
 }

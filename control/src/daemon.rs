@@ -152,6 +152,7 @@ fn recover(state_file: &Path) {
     let Ok(bytes) = std::fs::read(state_file) else { return };
     let names: Vec<String> = serde_json::from_slice(&bytes).unwrap_or_default();
     for n in names {
+        crate::hosts::remove(&n);
         if crate::netns::exists(&n) {
             match crate::netns::delete(&n) {
                 Ok(()) => eprintln!("tapnet: removed namespace {n} left by a previous daemon"),

@@ -424,6 +424,7 @@ impl Engine {
                 return Err(e);
             }
         }
+        self.refresh_hosts();
         self.container_inspect(name)
     }
 
@@ -528,10 +529,12 @@ impl Engine {
             }
         }
         if c.owns_sandbox {
+            crate::hosts::remove(name);
             if let Err(e) = sandbox::delete(name) {
                 first_err.get_or_insert(e.into());
             }
         }
+        self.refresh_hosts();
         first_err.map_or(Ok(()), Err)
     }
 
@@ -590,6 +593,7 @@ impl Engine {
             return Err(EngineError::AlreadyConnected(container.into(), net.into()));
         }
         self.attach(container, net, ip, None)?;
+        self.refresh_hosts();
         self.container_inspect(container)
     }
 
@@ -605,7 +609,29 @@ impl Engine {
             .ok_or_else(|| EngineError::NotConnected(container.into(), net.into()))?;
         let ep = self.containers.get_mut(container).expect("checked").endpoints.remove(i);
         self.detach(&ep)?;
+        self.refresh_hosts();
         self.container_inspect(container)
+    }
+
+    /// Rewrite every container's hosts file (`/etc/netns/NAME/hosts`) so
+    /// containers resolve each other's names on the networks they share.
+    /// Best effort: name resolution is a convenience, never a reason to
+    /// fail an operation.
+    fn refresh_hosts(&self) {
+        for (name, c) in self.containers.iter().filter(|(_, c)| c.owns_sandbox) {
+            let own = c.endpoints.first().map(|e| e.addr);
+            let mut peers: Vec<(String, Ipv4Addr)> = self
+                .containers
+                .iter()
+                .filter(|(n, _)| *n != name)
+                .filter_map(|(n, o)| {
+                    let shared = o.endpoints.iter().find(|e| c.endpoints.iter().any(|m| m.network == e.network))?;
+                    Some((n.clone(), shared.addr))
+                })
+                .collect();
+            peers.sort();
+            let _ = crate::hosts::write(name, &crate::hosts::render(name, own, &peers));
+        }
     }
 
     // ---- inspection ----

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod hosts;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
