@@ -1,5 +1,6 @@
 //! The `tapnet` command line. Every command but `daemon`, `demo` and `bench`
-//! is a thin client of the daemon's API; every command accepts `--json`.
+//! is a thin client of the daemon's API; every command accepts `--json`
+//! (`bench` as `--json FILE`).
 //! Errors are one line on stderr and a non-zero exit: 2 for a malformed
 //! command line, 1 for a request the daemon refused.
 
@@ -19,8 +20,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "TAPNET_SOCKET", default_value = api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Print machine-readable JSON instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
+    //
+    // A flag, but typed as an optional string: `bench` has its own
+    // `--json FILE` under the same id, and clap then leaves that subcommand
+    // without the global flag (two `--json` options would clash) and copies
+    // its value up here, which must therefore have the same type. `bench`
+    // reads its own field; everything else only asks whether this is set.
+    #[arg(long, global = true, num_args = 0, default_missing_value = "", value_name = "")]
+    pub json: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -48,6 +55,8 @@ pub enum Cmd {
     Stats,
     /// Build a network with two containers, ping, move TCP traffic, print the figures, tear down.
     Demo(crate::demo::DemoArgs),
+    /// Compare tapnet's datapath with the kernel's (docker0's) on this machine.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +76,10 @@ pub struct DaemonArgs {
     /// Do not pin workers to cores.
     #[arg(long)]
     pub no_pin: bool,
+    /// After traffic, workers keep polling without sleeping for this many
+    /// microseconds (trades CPU for fewer wake-ups; 0 = always sleep).
+    #[arg(long, default_value_t = crate::engine::DEFAULT_BUSY_POLL_US)]
+    pub busy_poll_us: u32,
     /// Run in this named network namespace (the daemon's "host").
     #[arg(long)]
     pub netns: Option<String>,
@@ -166,7 +179,7 @@ fn print_json(v: &serde_json::Value) {
 
 fn run(cli: Cli) -> Result<(), String> {
     let sock = cli.socket.as_path();
-    let json = cli.json;
+    let json = cli.json.is_some();
     match cli.cmd {
         Cmd::Daemon(a) => {
             let opts = crate::daemon::DaemonOpts {
@@ -178,6 +191,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     pin: !a.no_pin,
                     fdb_max: a.fdb_max,
                     fdb_ageing: a.fdb_ageing,
+                    busy_poll_us: a.busy_poll_us,
                 },
             };
             if opts.engine.workers == 0 || opts.engine.workers > 64 {
@@ -227,6 +241,8 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Demo(a) => crate::demo::run(&a, json),
+        // `--json FILE` given to bench is bench's own option, not the flag.
+        Cmd::Bench(a) => crate::bench::run(&a, json && a.json.is_none()),
     }
 }
 

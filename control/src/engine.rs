@@ -73,6 +73,9 @@ pub enum EngineError {
 
 type Result<T> = std::result::Result<T, EngineError>;
 
+/// Default of `--busy-poll-us` (see `tapnet daemon --help`).
+pub const DEFAULT_BUSY_POLL_US: u32 = 0;
+
 /// Engine settings (the daemon's flags).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -82,6 +85,8 @@ pub struct EngineConfig {
     pub fdb_max: usize,
     /// Default MAC ageing time in seconds.
     pub fdb_ageing: u64,
+    /// Workers poll without sleeping for this long after traffic (µs).
+    pub busy_poll_us: u32,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +96,7 @@ impl Default for EngineConfig {
             pin: true,
             fdb_max: dataplane::bridge::fdb::DEFAULT_CAPACITY,
             fdb_ageing: dataplane::bridge::fdb::DEFAULT_AGEING_MS / 1000,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
         }
     }
 }
@@ -210,7 +216,7 @@ fn mac_for(addr: Ipv4Addr) -> MacAddr {
 impl Engine {
     /// Start the dataplane.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
-        let dp = Dataplane::start(&DpConfig { workers: cfg.workers.max(1), pin: cfg.pin })?;
+        let dp = Dataplane::start(&DpConfig { workers: cfg.workers.max(1), pin: cfg.pin, busy_poll_us: cfg.busy_poll_us })?;
         Ok(Engine {
             cfg,
             dp,

@@ -3,6 +3,7 @@
 //! daemon and its API, and the `tapnet` CLI.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod daemon;
 pub mod demo;

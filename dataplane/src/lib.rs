@@ -81,6 +81,9 @@ pub struct Config {
     pub workers: usize,
     /// Pin worker i to core i (mod the number of cores).
     pub pin: bool,
+    /// After handling traffic, keep polling without sleeping for this many
+    /// microseconds before blocking in epoll again (0: always block).
+    pub busy_poll_us: u32,
 }
 
 struct WorkerHandle {
@@ -109,7 +112,7 @@ impl Dataplane {
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(DataplaneError::Poll)?);
             let (tx, rx) = unbounded();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-            let worker = Worker::new(id, poll, rx, stats.clone(), clock);
+            let worker = Worker::new(id, poll, rx, stats.clone(), clock, cfg.busy_poll_us);
             let thread = std::thread::Builder::new()
                 .name(format!("tapnet-w{id}"))
                 .spawn(move || {

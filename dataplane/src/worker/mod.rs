@@ -102,10 +102,18 @@ pub(crate) struct Worker {
     nets: Vec<Option<WNet>>,
     ready: Vec<PortId>,
     batch: Batch,
+    busy_poll: Duration,
 }
 
 impl Worker {
-    pub(crate) fn new(id: usize, poll: Poll, ctrl: Receiver<Ctrl>, stats: Arc<Stats>, clock: Clock) -> Worker {
+    pub(crate) fn new(
+        id: usize,
+        poll: Poll,
+        ctrl: Receiver<Ctrl>,
+        stats: Arc<Stats>,
+        clock: Clock,
+        busy_poll_us: u32,
+    ) -> Worker {
         Worker {
             id,
             poll,
@@ -116,6 +124,7 @@ impl Worker {
             nets: (0..MAX_NETWORKS).map(|_| None).collect(),
             ready: Vec::with_capacity(MAX_PORTS),
             batch: Batch::new(),
+            busy_poll: Duration::from_micros(busy_poll_us as u64),
         }
     }
 
@@ -126,8 +135,12 @@ impl Worker {
     /// Run until told to shut down.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(256);
+        // Until when to keep polling without sleeping (busy polling): each
+        // sleep costs the sender a wake-up and us a context switch.
+        let mut spin_until: Option<std::time::Instant> = None;
         loop {
-            let timeout = if self.ready.is_empty() { None } else { Some(Duration::ZERO) };
+            let spinning = spin_until.is_some_and(|t| std::time::Instant::now() < t);
+            let timeout = if self.ready.is_empty() && !spinning { None } else { Some(Duration::ZERO) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -152,7 +165,12 @@ impl Worker {
             if !self.handle_ctrl() {
                 return;
             }
-            self.serve_ready();
+            if !self.ready.is_empty() {
+                self.serve_ready();
+                if !self.busy_poll.is_zero() {
+                    spin_until = Some(std::time::Instant::now() + self.busy_poll);
+                }
+            }
         }
     }
 
