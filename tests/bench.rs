@@ -93,7 +93,12 @@ fn short_run_of_every_scenario() {
     assert_eq!(names, ["bridge", "dnat", "snat", "vxlan", "gre"]);
     let bridge = &scen[0];
     assert_eq!(bridge["available"], true);
-    let bulk = bridge["rows"].as_array().unwrap().iter().find(|r| r["workload"] == "tcp_bulk_1" && r["metric"] == "Gbit/s").unwrap();
+    let bulk = bridge["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workload"] == "tcp_bulk_1" && r["metric"] == "Gbit/s")
+        .unwrap();
     assert!(bulk["kernel"].as_f64().unwrap() > 0.0 && bulk["tapnet"].as_f64().unwrap() > 0.0, "{bulk}");
     for s in &scen[1..] {
         assert_eq!(s["available"], false, "{s}");

@@ -29,8 +29,16 @@ fn ping_and_100mb_tcp_verified_through_the_bridge() {
     let ia: Ipv4Addr = ip_a.parse().unwrap();
     let ib: Ipv4Addr = ip_b.parse().unwrap();
     let bytes = 100_000_000u64;
-    let r = traffic::tcp_bulk(Endpoint::new(Some(&pb), ib), Endpoint::new(Some(&pa), ia), 5201, 1, Some(bytes), Duration::from_secs(120), true)
-        .expect("bulk transfer");
+    let r = traffic::tcp_bulk(
+        Endpoint::new(Some(&pb), ib),
+        Endpoint::new(Some(&pa), ia),
+        5201,
+        1,
+        Some(bytes),
+        Duration::from_secs(120),
+        true,
+    )
+    .expect("bulk transfer");
     assert_eq!(r.bytes, bytes);
     assert!(r.verified);
 

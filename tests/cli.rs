@@ -109,7 +109,8 @@ fn shutdown_and_crash_recovery_leave_nothing_behind() {
     assert!(st.success(), "daemon exit status {st:?}");
     let left = netns_list();
     assert!(!left.contains(&a) && !left.contains(&b), "SIGTERM left namespaces: {left:?}");
-    let taps = String::from_utf8_lossy(&sh("ip", &["-n", &h.hostns, "-o", "link", "show", "type", "tun"]).stdout).into_owned();
+    let taps =
+        String::from_utf8_lossy(&sh("ip", &["-n", &h.hostns, "-o", "link", "show", "type", "tun"]).stdout).into_owned();
     assert!(taps.trim().is_empty(), "TAPs left: {taps}");
     assert!(!h.socket.exists(), "socket left behind");
 

@@ -39,8 +39,19 @@ fn none_container_and_host_modes() {
     let ns_o = out(h.tapnet(&["exec", &hostc, "--", "readlink", "/proc/self/ns/net"]));
     assert_eq!(ns_host, ns_o);
     assert!(!netns_list().contains(&hostc), "host mode made a namespace");
-    let modes: Vec<String> = h.json(&["container", "ls"]).as_array().unwrap().iter().map(|c| c["network_mode"].as_str().unwrap().to_string()).collect();
-    assert!(modes.contains(&"none".to_string()) && modes.contains(&"host".to_string()) && modes.contains(&format!("container:{a}")), "{modes:?}");
+    let modes: Vec<String> = h
+        .json(&["container", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["network_mode"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        modes.contains(&"none".to_string())
+            && modes.contains(&"host".to_string())
+            && modes.contains(&format!("container:{a}")),
+        "{modes:?}"
+    );
 
     h.ok(&["container", "rm", &shared]);
     h.ok(&["container", "rm", &a]);

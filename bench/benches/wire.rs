@@ -26,8 +26,8 @@ use bench::wire::{
 };
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::wire::{
-    checksum, ethernet, gre, EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, TcpPacket,
-    UdpPacket, Vni, VxlanPacket,
+    checksum, ethernet, gre, EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, Vni,
+    VxlanPacket,
 };
 use std::hint::black_box;
 use std::net::Ipv4Addr;

@@ -15,7 +15,7 @@ pub mod wire;
 use dataplane::port::PortId;
 use dataplane::wire::{vnet, VnetHdr, VNET_HDR_LEN};
 use dataplane::{BATCH, BUF_SIZE, HEADROOM};
-use etherparse::{Ethernet2Header, EtherType, PacketBuilder, TcpOptionElement};
+use etherparse::{EtherType, Ethernet2Header, PacketBuilder, TcpOptionElement};
 
 /// Largest TCP payload of one wire segment with timestamps (1500 - 20 - 32).
 pub const MSS: usize = 1448;

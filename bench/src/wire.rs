@@ -5,8 +5,8 @@
 //! measured loops.
 
 use dataplane::wire::{
-    ethernet, gre, ipv4, tcp, udp, vxlan, EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet,
-    MacAddr, TcpPacket, UdpPacket, Vni, VxlanPacket,
+    ethernet, gre, ipv4, tcp, udp, vxlan, EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, MacAddr,
+    TcpPacket, UdpPacket, Vni, VxlanPacket,
 };
 use std::net::Ipv4Addr;
 
@@ -18,8 +18,7 @@ pub const UNDERLAY_SRC: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
 pub const UNDERLAY_DST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 11);
 
 /// Bytes the outer Ethernet, IPv4, UDP and VXLAN headers take.
-pub const VXLAN_OVERHEAD: usize =
-    ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN;
+pub const VXLAN_OVERHEAD: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN;
 /// Bytes the outer Ethernet, IPv4 and keyed GRE headers take.
 pub const GRE_KEY_OVERHEAD: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + gre::HEADER_LEN + 4;
 
@@ -29,16 +28,8 @@ fn eth(buf: &mut [u8], src: MacAddr, dst: MacAddr) {
 }
 
 fn ip(buf: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, payload_len: usize) {
-    ipv4::Repr {
-        src_addr: src,
-        dst_addr: dst,
-        protocol,
-        payload_len,
-        ttl: 64,
-        ident: 0x1c46,
-        dont_frag: true,
-    }
-    .emit(&mut Ipv4Packet::new_unchecked(buf));
+    ipv4::Repr { src_addr: src, dst_addr: dst, protocol, payload_len, ttl: 64, ident: 0x1c46, dont_frag: true }
+        .emit(&mut Ipv4Packet::new_unchecked(buf));
 }
 
 /// Ethernet / IPv4 / TCP (ACK|PSH, no options) with `payload_len` bytes of
@@ -105,13 +96,8 @@ pub fn gre_encap(buf: &mut [u8], key: u32) {
     eth(buf, MacAddr([0x02, 0, 0, 0, 0, 0x0a]), MacAddr([0x02, 0, 0, 0, 0, 0x0b]));
     let gre_len = buf.len() - gre_off;
     ip(&mut buf[ip_off..], UNDERLAY_SRC, UNDERLAY_DST, IpProtocol::Gre, gre_len);
-    gre::Repr {
-        protocol: gre::Protocol::TransparentEthernet,
-        checksum: false,
-        key: Some(key),
-        seq_number: None,
-    }
-    .emit(&mut GrePacket::new_unchecked(&mut buf[gre_off..]));
+    gre::Repr { protocol: gre::Protocol::TransparentEthernet, checksum: false, key: Some(key), seq_number: None }
+        .emit(&mut GrePacket::new_unchecked(&mut buf[gre_off..]));
 }
 
 /// `inner` with room for `overhead` bytes of outer headers in front.

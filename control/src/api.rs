@@ -30,15 +30,37 @@ pub enum Request {
         fdb_ageing: Option<u64>,
     },
     NetworkLs,
-    NetworkInspect { name: String },
-    NetworkRm { name: String },
-    NetworkConnect { network: String, container: String, ip: Option<String> },
-    NetworkDisconnect { network: String, container: String },
-    ContainerCreate { name: String, network: String, ip: Option<String>, mac: Option<String> },
-    ContainerRm { name: String },
+    NetworkInspect {
+        name: String,
+    },
+    NetworkRm {
+        name: String,
+    },
+    NetworkConnect {
+        network: String,
+        container: String,
+        ip: Option<String>,
+    },
+    NetworkDisconnect {
+        network: String,
+        container: String,
+    },
+    ContainerCreate {
+        name: String,
+        network: String,
+        ip: Option<String>,
+        mac: Option<String>,
+    },
+    ContainerRm {
+        name: String,
+    },
     ContainerLs,
-    ContainerInspect { name: String },
-    Fdb { network: String },
+    ContainerInspect {
+        name: String,
+    },
+    Fdb {
+        network: String,
+    },
     Stats,
 }
 

@@ -251,18 +251,31 @@ fn network(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> {
         NetworkCmd::Create { name, subnet, gateway, mtu, fdb_max, fdb_ageing } => {
             let (n, v): (api::NetworkInfo, _) =
                 call(sock, Request::NetworkCreate { name, subnet, gateway, mtu, fdb_max, fdb_ageing })?;
-            if json { print_json(&v) } else { println!("{}", n.id) }
+            if json {
+                print_json(&v)
+            } else {
+                println!("{}", n.id)
+            }
         }
         NetworkCmd::Ls => {
             let (ns, v): (Vec<api::NetworkInfo>, _) = call(sock, Request::NetworkLs)?;
             if json {
                 print_json(&v);
             } else {
-                println!("{:<12}  {:<16} {:<14} {:<18} {:<15} {:>6} {:>10}", "NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "MTU", "CONTAINERS");
+                println!(
+                    "{:<12}  {:<16} {:<14} {:<18} {:<15} {:>6} {:>10}",
+                    "NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "MTU", "CONTAINERS"
+                );
                 for n in ns {
                     println!(
                         "{:<12}  {:<16} {:<14} {:<18} {:<15} {:>6} {:>10}",
-                        n.id, n.name, n.driver, n.subnet, n.gateway, n.mtu, n.containers.len()
+                        n.id,
+                        n.name,
+                        n.driver,
+                        n.subnet,
+                        n.gateway,
+                        n.mtu,
+                        n.containers.len()
                     );
                 }
             }
@@ -273,7 +286,11 @@ fn network(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> {
         }
         NetworkCmd::Rm { name } => {
             let (n, v): (String, _) = call(sock, Request::NetworkRm { name })?;
-            if json { print_json(&v) } else { println!("{n}") }
+            if json {
+                print_json(&v)
+            } else {
+                println!("{n}")
+            }
         }
         NetworkCmd::Connect { network, container, ip } => {
             let (_, v): (api::ContainerInfo, _) = call(sock, Request::NetworkConnect { network, container, ip })?;
@@ -295,11 +312,19 @@ fn container(sock: &Path, json: bool, c: ContainerCmd) -> Result<(), String> {
     match c {
         ContainerCmd::Create { name, network, ip, mac } => {
             let (ci, v): (api::ContainerInfo, _) = call(sock, Request::ContainerCreate { name, network, ip, mac })?;
-            if json { print_json(&v) } else { println!("{}", ci.id) }
+            if json {
+                print_json(&v)
+            } else {
+                println!("{}", ci.id)
+            }
         }
         ContainerCmd::Rm { name } => {
             let (n, v): (String, _) = call(sock, Request::ContainerRm { name })?;
-            if json { print_json(&v) } else { println!("{n}") }
+            if json {
+                print_json(&v)
+            } else {
+                println!("{n}")
+            }
         }
         ContainerCmd::Ls => {
             let (cs, v): (Vec<api::ContainerInfo>, _) = call(sock, Request::ContainerLs)?;
@@ -347,7 +372,9 @@ fn remount_sys(nsname: Option<&str>) {
             return;
         }
         let none = c"none";
-        if libc::mount(none.as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_SLAVE | libc::MS_REC, std::ptr::null()) != 0 {
+        if libc::mount(none.as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_SLAVE | libc::MS_REC, std::ptr::null())
+            != 0
+        {
             return;
         }
         libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);

@@ -154,7 +154,10 @@ pub fn run(a: &DemoArgs, json: bool) -> Result<(), String> {
         })
     })();
     let errors = engine.shutdown();
-    say(format!("teardown: removed {ca}, {cb} and network demo{}", if errors.is_empty() { "" } else { " (with errors)" }));
+    say(format!(
+        "teardown: removed {ca}, {cb} and network demo{}",
+        if errors.is_empty() { "" } else { " (with errors)" }
+    ));
     for e in &errors {
         eprintln!("tapnet demo: teardown: {e}");
     }

@@ -216,7 +216,8 @@ fn mac_for(addr: Ipv4Addr) -> MacAddr {
 impl Engine {
     /// Start the dataplane.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
-        let dp = Dataplane::start(&DpConfig { workers: cfg.workers.max(1), pin: cfg.pin, busy_poll_us: cfg.busy_poll_us })?;
+        let dp =
+            Dataplane::start(&DpConfig { workers: cfg.workers.max(1), pin: cfg.pin, busy_poll_us: cfg.busy_poll_us })?;
         Ok(Engine {
             cfg,
             dp,
@@ -271,9 +272,7 @@ impl Engine {
             Request::NetworkConnect { network, container, ip } => {
                 v(&self.network_connect(&network, &container, ip.as_deref())?)
             }
-            Request::NetworkDisconnect { network, container } => {
-                v(&self.network_disconnect(&network, &container)?)
-            }
+            Request::NetworkDisconnect { network, container } => v(&self.network_disconnect(&network, &container)?),
             Request::ContainerCreate { name, network, ip, mac } => {
                 v(&self.container_create(&name, &network, ip.as_deref(), mac.as_deref())?)
             }
@@ -394,7 +393,13 @@ impl Engine {
 
     // ---- containers ----
 
-    pub fn container_create(&mut self, name: &str, network: &str, ip: Option<&str>, mac: Option<&str>) -> Result<ContainerInfo> {
+    pub fn container_create(
+        &mut self,
+        name: &str,
+        network: &str,
+        ip: Option<&str>,
+        mac: Option<&str>,
+    ) -> Result<ContainerInfo> {
         check_name("container", name, 15)?;
         if self.containers.contains_key(name) {
             return Err(EngineError::ContainerExists(name.into()));
@@ -423,7 +428,10 @@ impl Engine {
             }
         };
         let id = self.new_id(name);
-        self.containers.insert(name.to_string(), Container { id, mode: mode.clone(), sandbox, owns_sandbox: owns, endpoints: Vec::new() });
+        self.containers.insert(
+            name.to_string(),
+            Container { id, mode: mode.clone(), sandbox, owns_sandbox: owns, endpoints: Vec::new() },
+        );
         if let Mode::Bridge(net) = &mode {
             if let Err(e) = self.attach(name, net, ip, mac) {
                 let _ = self.container_rm(name);
@@ -645,7 +653,9 @@ impl Engine {
     fn port_names(&self) -> HashMap<PortId, (String, String)> {
         self.containers
             .iter()
-            .flat_map(|(cn, c)| c.endpoints.iter().map(move |e| (e.port, (format!("{cn}:{}", e.ifname), e.network.clone()))))
+            .flat_map(|(cn, c)| {
+                c.endpoints.iter().map(move |e| (e.port, (format!("{cn}:{}", e.ifname), e.network.clone())))
+            })
             .collect()
     }
 

@@ -2,6 +2,8 @@
 //! IPAM, the engine that ties networks and containers to the dataplane, the
 //! daemon and its API, and the `tapnet` CLI.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod api;
 pub mod bench;
 pub mod cli;

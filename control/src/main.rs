@@ -1,1 +1,3 @@
-fn main() { control::cli::main() }
+fn main() {
+    control::cli::main()
+}

@@ -213,6 +213,7 @@ mod tests {
 
     #[test]
     fn create_enter_delete() {
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: needs root");
             return;

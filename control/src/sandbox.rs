@@ -106,8 +106,7 @@ pub fn attach(spec: &EndpointSpec<'_>) -> Result<Vec<TapQueue>, SandboxError> {
         c.addr_add_v4(idx, spec.addr, spec.prefix).map_err(nl("add address"))?;
         c.link_set_up(idx, true).map_err(nl("set link up"))?;
         if spec.default_route {
-            c.route_add_v4(Ipv4Addr::UNSPECIFIED, 0, Some(spec.gateway), Some(idx))
-                .map_err(nl("add default route"))?;
+            c.route_add_v4(Ipv4Addr::UNSPECIFIED, 0, Some(spec.gateway), Some(idx)).map_err(nl("add default route"))?;
         }
         Ok(())
     })??;

@@ -277,10 +277,8 @@ fn run_bulk(server: Endpoint, client: Endpoint, port: u16, plan: &BulkPlan) -> R
             })
             .collect();
         let received = watch.fail(accept_n(&listener, listen_addr, plan.streams, watch)).map(|conns| {
-            let receivers: Vec<_> = conns
-                .into_iter()
-                .map(|sock| s.spawn(move || watch.fail(receive_stream(&sock, plan, watch))))
-                .collect();
+            let receivers: Vec<_> =
+                conns.into_iter().map(|sock| s.spawn(move || watch.fail(receive_stream(&sock, plan, watch)))).collect();
             receivers.into_iter().map(join).collect::<Vec<_>>()
         });
         let sent: Vec<_> = senders.into_iter().map(join).collect();
@@ -1263,8 +1261,7 @@ fn min_instant(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 fn tcp_listen(server: Endpoint, port: u16) -> Result<(Socket, SocketAddrV4)> {
     let addr = SocketAddrV4::new(server.addr, port);
     in_ns(server.ns, || {
-        let sock =
-            Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(sock_err("open TCP socket"))?;
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(sock_err("open TCP socket"))?;
         sock.set_reuse_address(true).map_err(sock_err("set SO_REUSEADDR"))?;
         sock.bind(&addr.into()).map_err(|source| TrafficError::Bind { addr, source })?;
         sock.listen(1024).map_err(|source| TrafficError::Bind { addr, source })?;
@@ -1468,8 +1465,13 @@ mod tests {
 
     #[test]
     fn quotas_split_bytes_evenly() {
-        let plan =
-            BulkPlan { streams: 3, bytes: Some(10), duration: Duration::ZERO, verify: false, faults: Default::default() };
+        let plan = BulkPlan {
+            streams: 3,
+            bytes: Some(10),
+            duration: Duration::ZERO,
+            verify: false,
+            faults: Default::default(),
+        };
         assert_eq!((0..3).map(|i| plan.quota(i)).collect::<Vec<_>>(), [4, 3, 3]);
         assert_eq!(corrupt_index(Some((1, 300)), 1, 256, 100), Some(44));
         assert_eq!(corrupt_index(Some((1, 300)), 0, 256, 100), None);
@@ -1616,7 +1618,10 @@ mod tests {
         let foreign = Endpoint::new(None, Ipv4Addr::new(192, 0, 2, 1));
         let err = tcp_rr(foreign, here(), 0, 1, Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, TrafficError::Bind { .. }), "{err}");
-        assert!(matches!(tcp_bulk(here(), here(), 0, 0, None, Duration::ZERO, false), Err(TrafficError::InvalidArgument(_))));
+        assert!(matches!(
+            tcp_bulk(here(), here(), 0, 0, None, Duration::ZERO, false),
+            Err(TrafficError::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -5,15 +5,17 @@
 //! plane creates ports and networks and hands them over through
 //! [`Dataplane`]. See `docs/ARCHITECTURE.md` for the threading model.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod bridge;
 pub mod port;
 pub mod stats;
 pub mod wire;
 mod worker;
 
-pub use worker::{BATCH, BUDGET, BUF_SIZE, HEADROOM, MAX_FRAME};
 #[doc(hidden)]
 pub use worker::classify_batch;
+pub use worker::{BATCH, BUDGET, BUF_SIZE, HEADROOM, MAX_FRAME};
 
 use std::io;
 use std::sync::Arc;
@@ -71,7 +73,12 @@ pub enum DataplaneError {
     IdRange { what: &'static str, id: usize },
     /// A worker could not register a port with its poller.
     #[error("worker {worker} could not add port {port}")]
-    AddPort { worker: usize, port: PortId, #[source] source: io::Error },
+    AddPort {
+        worker: usize,
+        port: PortId,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// How to run the dataplane.

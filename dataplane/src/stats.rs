@@ -109,7 +109,9 @@ pub struct PortCounters {
 
 impl PortCounters {
     pub fn reset(&self) {
-        for c in [&self.rx_packets, &self.rx_bytes, &self.tx_packets, &self.tx_bytes, &self.rx_dropped, &self.tx_dropped] {
+        for c in
+            [&self.rx_packets, &self.rx_bytes, &self.tx_packets, &self.tx_bytes, &self.rx_dropped, &self.tx_dropped]
+        {
             c.reset()
         }
     }
@@ -185,10 +187,7 @@ impl Stats {
         t
     }
     pub fn drops(&self) -> Vec<(DropReason, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|&r| (r, self.workers.iter().map(|w| w.drops[r as usize].get()).sum()))
-            .collect()
+        DropReason::ALL.iter().map(|&r| (r, self.workers.iter().map(|w| w.drops[r as usize].get()).sum())).collect()
     }
     pub fn bridge(&self, net: NetId) -> Vec<(BridgeEvent, u64)> {
         BridgeEvent::ALL

@@ -122,11 +122,7 @@ impl Host {
     }
 
     pub fn tapnet(&self, args: &[&str]) -> Output {
-        Command::new(tapnet_bin())
-            .args(args)
-            .env("TAPNET_SOCKET", &self.socket)
-            .output()
-            .expect("run tapnet")
+        Command::new(tapnet_bin()).args(args).env("TAPNET_SOCKET", &self.socket).output().expect("run tapnet")
     }
 
     /// Run tapnet, assert success, return stdout.
@@ -152,7 +148,11 @@ impl Host {
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.tapnet(args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "tapnet {args:?} should fail but succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "tapnet {args:?} should fail but succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert_eq!(err.trim_end().lines().count(), 1, "tapnet {args:?}: error should be one line, got {err:?}");
         assert!(err.starts_with("tapnet: "), "{err:?}");
         err

@@ -55,7 +55,12 @@ pub enum TapError {
     Unsupported(&'static str),
     /// An ioctl on the TAP failed.
     #[error("{op} on {name}")]
-    Ioctl { op: &'static str, name: String, #[source] source: io::Error },
+    Ioctl {
+        op: &'static str,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Check an interface name against the kernel's rules before any syscall.

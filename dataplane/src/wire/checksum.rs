@@ -166,8 +166,8 @@ mod tests {
         // UDP over IPv4, 192.168.0.1 -> 192.168.0.199, with its checksum
         // field (0xb861) in place: the whole header sums to 0xffff.
         let hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01,
-            0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         assert_eq!(data(&hdr), 0xffff);
         let mut zeroed = hdr;
@@ -177,8 +177,7 @@ mod tests {
 
     #[test]
     fn pseudo_headers() {
-        let v4 =
-            pseudo_header_v4(Ipv4Addr::new(10, 88, 0, 2), Ipv4Addr::new(10, 88, 0, 3), IpProtocol::Udp, 20);
+        let v4 = pseudo_header_v4(Ipv4Addr::new(10, 88, 0, 2), Ipv4Addr::new(10, 88, 0, 3), IpProtocol::Udp, 20);
         let bytes = [10, 88, 0, 2, 10, 88, 0, 3, 0, 17, 0, 20];
         assert_eq!(v4, reference(&bytes));
 
@@ -219,10 +218,7 @@ mod tests {
             b[10..12].fill(0);
             let fresh = !data(&b);
             // 0x0000 and 0xffff are the two zeroes of one's complement.
-            assert!(
-                c == fresh || (c, fresh) == (0xffff, 0) || (c, fresh) == (0, 0xffff),
-                "{c:04x} {fresh:04x}"
-            );
+            assert!(c == fresh || (c, fresh) == (0xffff, 0) || (c, fresh) == (0, 0xffff), "{c:04x} {fresh:04x}");
             b[10..12].copy_from_slice(&c.to_be_bytes());
             assert_eq!(data(&b), 0xffff);
         }

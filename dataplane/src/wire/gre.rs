@@ -283,8 +283,7 @@ mod tests {
     use crate::wire::ethernet::{self, EtherType, MacAddr};
 
     // The start of an inner ARP broadcast frame.
-    const INNER: [u8; 14] =
-        [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x42, 0x0a, 0x58, 0x00, 0x02, 0x08, 0x06];
+    const INNER: [u8; 14] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x42, 0x0a, 0x58, 0x00, 0x02, 0x08, 0x06];
 
     // Linux `gretap` with no options: a 4-byte header.
     const PLAIN: [u8; 18] = [
@@ -363,20 +362,9 @@ mod tests {
     #[test]
     fn repr_round_trip() {
         let cases: [(&[u8], Repr); 3] = [
-            (
-                &PLAIN,
-                Repr {
-                    protocol: Protocol::TransparentEthernet,
-                    checksum: false,
-                    key: None,
-                    seq_number: None,
-                },
-            ),
+            (&PLAIN, Repr { protocol: Protocol::TransparentEthernet, checksum: false, key: None, seq_number: None }),
             (&FULL, full_repr()),
-            (
-                &KEYED_IPV4,
-                Repr { protocol: Protocol::Ipv4, checksum: false, key: Some(123_456), seq_number: None },
-            ),
+            (&KEYED_IPV4, Repr { protocol: Protocol::Ipv4, checksum: false, key: Some(123_456), seq_number: None }),
         ];
         for (bytes, repr) in cases {
             assert_eq!(Repr::parse(&Packet::new_checked(bytes).unwrap()).unwrap(), repr);
@@ -388,8 +376,7 @@ mod tests {
             assert_eq!(buf, bytes);
         }
         // Sequence number without key: it sits right after the base header.
-        let repr =
-            Repr { protocol: Protocol::Ipv6, checksum: false, key: None, seq_number: Some(0xffff_fffe) };
+        let repr = Repr { protocol: Protocol::Ipv6, checksum: false, key: None, seq_number: Some(0xffff_fffe) };
         let mut buf = [0xa5u8; 8];
         repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
         assert_eq!(buf, [0x10, 0x00, 0x86, 0xdd, 0xff, 0xff, 0xff, 0xfe]);
@@ -402,11 +389,7 @@ mod tests {
             assert_eq!(Packet::new_checked(&FULL[..len]).unwrap_err(), WireError::Truncated, "len {len}");
         }
         for len in 0..KEYED_IPV4.len() {
-            assert_eq!(
-                Packet::new_checked(&KEYED_IPV4[..len]).unwrap_err(),
-                WireError::Truncated,
-                "len {len}"
-            );
+            assert_eq!(Packet::new_checked(&KEYED_IPV4[..len]).unwrap_err(), WireError::Truncated, "len {len}");
         }
     }
 

@@ -283,16 +283,11 @@ impl Repr {
             return Err(WireError::Malformed);
         }
         Ok(match (packet.msg_type(), packet.code()) {
-            (Message::EchoRequest, 0) => {
-                Repr::EchoRequest { ident: packet.echo_ident(), seq_no: packet.echo_seq_no() }
-            }
-            (Message::EchoReply, 0) => {
-                Repr::EchoReply { ident: packet.echo_ident(), seq_no: packet.echo_seq_no() }
-            }
+            (Message::EchoRequest, 0) => Repr::EchoRequest { ident: packet.echo_ident(), seq_no: packet.echo_seq_no() },
+            (Message::EchoReply, 0) => Repr::EchoReply { ident: packet.echo_ident(), seq_no: packet.echo_seq_no() },
             (Message::DstUnreachable, code) => {
                 let reason = DstUnreachable::from(code);
-                let next_hop_mtu =
-                    if reason == DstUnreachable::FragRequired { packet.next_hop_mtu() } else { 0 };
+                let next_hop_mtu = if reason == DstUnreachable::FragRequired { packet.next_hop_mtu() } else { 0 };
                 Repr::DstUnreachable { reason, next_hop_mtu }
             }
             (Message::TimeExceeded, code) => Repr::TimeExceeded { reason: TimeExceeded::from(code) },
@@ -309,9 +304,7 @@ impl Repr {
             Repr::EchoRequest { ident, seq_no } => {
                 (Message::EchoRequest, 0, u32::from(ident) << 16 | u32::from(seq_no))
             }
-            Repr::EchoReply { ident, seq_no } => {
-                (Message::EchoReply, 0, u32::from(ident) << 16 | u32::from(seq_no))
-            }
+            Repr::EchoReply { ident, seq_no } => (Message::EchoReply, 0, u32::from(ident) << 16 | u32::from(seq_no)),
             Repr::DstUnreachable { reason, next_hop_mtu } => {
                 (Message::DstUnreachable, u8::from(reason), u32::from(next_hop_mtu))
             }
@@ -384,10 +377,7 @@ mod tests {
     fn repr_round_trip() {
         let cases: [(&[u8], Repr); 2] = [
             (&ECHO_REQUEST, Repr::EchoRequest { ident: 0x1234, seq_no: 1 }),
-            (
-                &PORT_UNREACHABLE,
-                Repr::DstUnreachable { reason: DstUnreachable::PortUnreachable, next_hop_mtu: 0 },
-            ),
+            (&PORT_UNREACHABLE, Repr::DstUnreachable { reason: DstUnreachable::PortUnreachable, next_hop_mtu: 0 }),
         ];
         for (bytes, repr) in cases {
             assert_eq!(Repr::parse(&Packet::new_checked(bytes).unwrap()).unwrap(), repr);
@@ -428,11 +418,7 @@ mod tests {
     #[test]
     fn truncated() {
         for len in 0..HEADER_LEN {
-            assert_eq!(
-                Packet::new_checked(&ECHO_REQUEST[..len]).unwrap_err(),
-                WireError::Truncated,
-                "len {len}"
-            );
+            assert_eq!(Packet::new_checked(&ECHO_REQUEST[..len]).unwrap_err(), WireError::Truncated, "len {len}");
         }
     }
 

@@ -246,13 +246,7 @@ mod tests {
         let repr = Repr::parse(&Packet::new_checked(&PACKET[..]).unwrap()).unwrap();
         assert_eq!(
             repr,
-            Repr {
-                src_addr: src(),
-                dst_addr: dst(),
-                next_header: IpProtocol::Udp,
-                payload_len: 12,
-                hop_limit: 64
-            }
+            Repr { src_addr: src(), dst_addr: dst(), next_header: IpProtocol::Udp, payload_len: 12, hop_limit: 64 }
         );
         let mut buf = [0xa5u8; 52];
         buf[40..].copy_from_slice(&PACKET[40..]);
@@ -284,8 +278,7 @@ mod tests {
 
     #[test]
     fn matches_etherparse() {
-        let builder =
-            etherparse::PacketBuilder::ipv6(src().octets(), dst().octets(), 17).tcp(443, 50000, 7, 1024);
+        let builder = etherparse::PacketBuilder::ipv6(src().octets(), dst().octets(), 17).tcp(443, 50000, 7, 1024);
         let mut bytes = Vec::new();
         builder.write(&mut bytes, &[1, 2, 3]).unwrap();
         let ep = etherparse::Ipv6HeaderSlice::from_slice(&bytes).unwrap();

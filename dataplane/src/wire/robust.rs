@@ -59,13 +59,7 @@ fn ethernet(b: &[u8], depth: u32) {
 
 fn arp(b: &[u8]) {
     let Ok(p) = ArpPacket::new_checked(b) else { return };
-    black_box((
-        p.operation(),
-        p.sender_hw_addr(),
-        p.sender_proto_addr(),
-        p.target_hw_addr(),
-        p.target_proto_addr(),
-    ));
+    black_box((p.operation(), p.sender_hw_addr(), p.sender_proto_addr(), p.target_hw_addr(), p.target_proto_addr()));
     if let Ok(repr) = arp::Repr::parse(&p) {
         round_trip!(arp, b, repr);
     }
@@ -154,14 +148,7 @@ fn vxlan(b: &[u8], depth: u32) {
 fn gre(b: &[u8], depth: u32) {
     let Ok(p) = GrePacket::new_checked(b) else { return };
     black_box((p.has_checksum(), p.has_key(), p.has_seq_number(), p.version(), p.protocol()));
-    black_box((
-        p.header_len(),
-        p.checksum(),
-        p.key(),
-        p.seq_number(),
-        p.verify_checksum(),
-        p.payload().len(),
-    ));
+    black_box((p.header_len(), p.checksum(), p.key(), p.seq_number(), p.verify_checksum(), p.payload().len()));
     if let Ok(repr) = gre::Repr::parse(&p) {
         round_trip!(gre, b, repr);
     }
@@ -174,15 +161,7 @@ fn gre(b: &[u8], depth: u32) {
 
 fn vnet(b: &[u8]) {
     let Ok(h) = VnetHdr::new_checked(b) else { return };
-    black_box((
-        h.flags(),
-        h.gso_type(),
-        h.hdr_len(),
-        h.gso_size(),
-        h.csum_start(),
-        h.csum_offset(),
-        h.is_gso(),
-    ));
+    black_box((h.flags(), h.gso_type(), h.hdr_len(), h.gso_size(), h.csum_start(), h.csum_offset(), h.is_gso()));
     black_box(h.validate(b.len().saturating_sub(VNET_HDR_LEN)).is_ok());
 }
 
@@ -207,20 +186,11 @@ const IP_A: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
 const IP_B: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 3);
 
 fn eth_header(buf: &mut [u8], ethertype: EtherType) {
-    ethernet::Repr { src_addr: MAC_A, dst_addr: MAC_B, ethertype }
-        .emit(&mut EthernetFrame::new_unchecked(buf));
+    ethernet::Repr { src_addr: MAC_A, dst_addr: MAC_B, ethertype }.emit(&mut EthernetFrame::new_unchecked(buf));
 }
 
 fn ipv4_header(buf: &mut [u8], protocol: IpProtocol, payload_len: usize) {
-    let repr = ipv4::Repr {
-        src_addr: IP_A,
-        dst_addr: IP_B,
-        protocol,
-        payload_len,
-        ttl: 64,
-        ident: 1,
-        dont_frag: true,
-    };
+    let repr = ipv4::Repr { src_addr: IP_A, dst_addr: IP_B, protocol, payload_len, ttl: 64, ident: 1, dont_frag: true };
     repr.emit(&mut Ipv4Packet::new_unchecked(buf));
 }
 
@@ -268,8 +238,7 @@ fn seeds() -> Vec<Vec<u8>> {
     ipv4_header(&mut f[14..], IpProtocol::Icmp, 36);
     ipv4_header(&mut f[42..], IpProtocol::Udp, 8);
     udp::Repr { src_port: 1, dst_port: 2, payload_len: 0 }.emit(&mut UdpPacket::new_unchecked(&mut f[62..]));
-    let icmp =
-        icmpv4::Repr::DstUnreachable { reason: icmpv4::DstUnreachable::PortUnreachable, next_hop_mtu: 0 };
+    let icmp = icmpv4::Repr::DstUnreachable { reason: icmpv4::DstUnreachable::PortUnreachable, next_hop_mtu: 0 };
     icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut f[34..]));
     out.push(f);
 
@@ -294,12 +263,8 @@ fn seeds() -> Vec<Vec<u8>> {
     eth_header(&mut f, EtherType::Ipv4);
     ipv4_header(&mut f[14..], IpProtocol::Gre, gre_len);
     f[50..].copy_from_slice(&inner);
-    let g = gre::Repr {
-        protocol: gre::Protocol::TransparentEthernet,
-        checksum: true,
-        key: Some(7),
-        seq_number: Some(9),
-    };
+    let g =
+        gre::Repr { protocol: gre::Protocol::TransparentEthernet, checksum: true, key: Some(7), seq_number: Some(9) };
     g.emit(&mut GrePacket::new_unchecked(&mut f[34..]));
     out.push(f);
 
@@ -307,13 +272,7 @@ fn seeds() -> Vec<Vec<u8>> {
     let mut f = vec![0x33u8; 14 + 40 + 8 + 16];
     eth_header(&mut f, EtherType::Ipv6);
     let (s6, d6) = (Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2), Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3));
-    let ip6 = ipv6::Repr {
-        src_addr: s6,
-        dst_addr: d6,
-        next_header: IpProtocol::Udp,
-        payload_len: 24,
-        hop_limit: 64,
-    };
+    let ip6 = ipv6::Repr { src_addr: s6, dst_addr: d6, next_header: IpProtocol::Udp, payload_len: 24, hop_limit: 64 };
     ip6.emit(&mut Ipv6Packet::new_unchecked(&mut f[14..]));
     {
         let mut u = UdpPacket::new_unchecked(&mut f[54..]);

@@ -87,8 +87,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// True if the checksum is correct; zero is never correct over IPv6.
     pub fn verify_checksum_ipv6(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {
         self.checksum() != 0
-            && self.sum_with(checksum::pseudo_header_v6(src, dst, IpProtocol::Udp, u32::from(self.length())))
-                == 0xffff
+            && self.sum_with(checksum::pseudo_header_v6(src, dst, IpProtocol::Udp, u32::from(self.length()))) == 0xffff
     }
 }
 

@@ -108,8 +108,7 @@ impl<T: AsRef<[u8]>> VnetHdr<T> {
             }
             _ => return Err(WireError::Malformed),
         }
-        if self.flags() & F_NEEDS_CSUM != 0
-            && self.csum_start() as usize + self.csum_offset() as usize + 2 > frame_len
+        if self.flags() & F_NEEDS_CSUM != 0 && self.csum_start() as usize + self.csum_offset() as usize + 2 > frame_len
         {
             return Err(WireError::Malformed);
         }
