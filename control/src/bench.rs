@@ -786,16 +786,28 @@ fn rows_for(w: Workload, k: Option<&Measurement>, t: Option<&Measurement>) -> Ve
 // The run
 // ---------------------------------------------------------------------------
 
-/// Progress on stderr: `[3/12] bridge/tapnet tcp_bulk_1 ... 4.10 Gbit/s`.
+/// Progress on stderr, one line per step so it reads well in a log too:
+/// `[######--------------]  3/14 ~55 s left  bridge/tapnet tcp_bulk_1 ... 4.10 Gbit/s`.
 struct Progress {
     step: usize,
     total: usize,
+    /// Seconds one step takes (the workload duration).
+    secs: u64,
 }
 
 impl Progress {
     fn start(&mut self, what: &str) {
         self.step += 1;
-        eprint!("[{}/{}] {what} ... ", self.step, self.total);
+        const WIDTH: usize = 20;
+        let filled = (self.step - 1) * WIDTH / self.total.max(1);
+        let left = (self.total + 1).saturating_sub(self.step) as u64 * self.secs;
+        eprint!(
+            "[{}{}] {:>2}/{} ~{left} s left  {what} ... ",
+            "#".repeat(filled),
+            "-".repeat(WIDTH - filled),
+            self.step,
+            self.total
+        );
     }
     fn done(&self, summary: &str) {
         eprintln!("{summary}");
@@ -949,7 +961,7 @@ fn machine(workers: usize) -> Machine {
 /// Run the benchmarks in `s`, checking `stop` between workloads.
 pub fn bench(s: &Settings, stop: &AtomicBool) -> Report {
     let prefix = format!("tnb{}", std::process::id() % 100_000);
-    let mut p = Progress { step: 0, total: 0 };
+    let mut p = Progress { step: 0, total: 0, secs: s.duration_s };
     let mut scenarios = Vec::new();
     for &sc in &s.scenarios {
         if stop.load(Ordering::Relaxed) {
