@@ -66,6 +66,24 @@ fn interrupted_twice_still_cleans_up() {
 }
 
 #[test]
+fn png_chart() {
+    assert!(is_root(), "needs root");
+    let png = std::env::temp_dir().join(format!("tapnet-bench-{}.png", std::process::id()));
+    let out = Command::new(tapnet_bin())
+        .args(["bench", "--scenario", "bridge", "--duration", "1", "--workers", "1", "--plot"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    let _ = std::fs::remove_file(&png);
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let (w, h) =
+        (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
+    assert!(w >= 800 && h >= 200, "{w}x{h}");
+}
+
+#[test]
 fn short_run_of_every_scenario() {
     assert!(is_root(), "needs root");
     let dir = std::env::temp_dir().join(format!("tapnet-bench-test-{}", std::process::id()));
@@ -105,6 +123,7 @@ fn short_run_of_every_scenario() {
     }
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.contains("<svg") && chart.contains("</svg>"));
+    assert!(chart.contains("tcp_bulk_1"), "the chart has no labelled bars");
     assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
     assert_eq!(bench_namespaces(pid), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&dir);

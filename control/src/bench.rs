@@ -184,12 +184,8 @@ impl BenchArgs {
         }
         if let Some(p) = &self.plot {
             match p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-                Some("svg") => {}
-                Some("png") => return Err(format!(
-                    "cannot write {}: PNG output is not supported (no image encoder is built in); use --plot FILE.svg",
-                    p.display()
-                )),
-                _ => return Err(format!("invalid --plot {}: the file name must end in .svg", p.display())),
+                Some("svg") | Some("png") => {}
+                _ => return Err(format!("invalid --plot {}: the file name must end in .svg or .png", p.display())),
             }
         }
         let json = self.json.as_ref().map(PathBuf::from);
@@ -998,7 +994,13 @@ pub fn run(args: &BenchArgs, json_stdout: bool) -> std::result::Result<(), Strin
         std::fs::write(f, text + "\n").map_err(|e| format!("cannot write {}: {e}", f.display()))?;
     }
     if let Some(f) = &s.plot {
-        std::fs::write(f, svg(&report)).map_err(|e| format!("cannot write {}: {e}", f.display()))?;
+        let chart = svg(&report);
+        let bytes = if f.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+            svg_to_png(&chart).map_err(|e| format!("cannot render {}: {e}", f.display()))?
+        } else {
+            chart.into_bytes()
+        };
+        std::fs::write(f, bytes).map_err(|e| format!("cannot write {}: {e}", f.display()))?;
     }
     if report.interrupted {
         return Err("interrupted; everything built has been removed".into());
@@ -1067,7 +1069,7 @@ pub fn table(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "tapnet bench: {} cores, kernel {}, tapnet {}, {} workers; {} s per workload, {} streams, UDP fixed rate {} pps",
+        "tapnet bench: {} cores, kernel {}, tapnet {}, workers: {}; {} s per workload, {} streams, UDP fixed rate {} pps",
         m.cores, m.kernel, m.tapnet_version, m.workers, s.duration_s, s.streams, s.udp_rate_pps
     );
     let _ = writeln!(
@@ -1114,6 +1116,28 @@ pub fn table(r: &Report) -> String {
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
+/// Rasterise the chart (our own SVG, so both files show the same thing) at
+/// twice its size, with the system's fonts for the labels.
+fn svg_to_png(chart: &str) -> std::result::Result<Vec<u8>, String> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_system_fonts();
+    // fontdb maps the generic "sans-serif" to Arial, which Linux rarely has.
+    let installed = |name: &str| db.faces().any(|f| f.families.iter().any(|(n, _)| n == name));
+    if let Some(family) = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "FreeSans"].into_iter().find(|f| installed(f))
+    {
+        db.set_sans_serif_family(family);
+    }
+    let tree = usvg::Tree::from_str(chart, &opt).map_err(|e| e.to_string())?;
+    let scale = 2.0;
+    let size = tree.size();
+    let (w, h) = ((size.width() * scale).ceil() as u32, (size.height() * scale).ceil() as u32);
+    let mut pixmap = tiny_skia::Pixmap::new(w.max(1), h.max(1)).ok_or("chart too large to rasterise")?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::from_scale(scale, scale), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| e.to_string())
+}
 
 /// A horizontal bar chart of the tapnet/kernel ratios, one bar per row that
 /// has a ratio, with a line at 1.0 (parity with the kernel).
@@ -1155,7 +1179,7 @@ pub fn svg(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        r##"<text x="16" y="44" fill="#444">{} cores, kernel {}, tapnet {}, {} workers, {} s per workload. Green: tapnet better than the kernel; grey: within 2 %; orange: worse.</text>"##,
+        r##"<text x="16" y="44" fill="#444">{} cores, kernel {}, tapnet {}, workers: {}, {} s per workload. Green: tapnet better than the kernel; grey: within 2 %; orange: worse.</text>"##,
         m.cores,
         xml_escape(&m.kernel),
         xml_escape(&m.tapnet_version),
@@ -1369,7 +1393,8 @@ mod tests {
         assert!(parse(&["--duration", "0"]).unwrap_err().contains("--duration"));
         assert!(parse(&["--streams", "0"]).unwrap_err().contains("--streams"));
         assert!(parse(&["--plot", "/tmp/x.gif"]).unwrap_err().contains(".svg"));
-        assert!(parse(&["--plot", "/tmp/x.png"]).unwrap_err().contains("PNG"));
+        assert!(parse(&["--plot", "/tmp/x.png"]).is_ok());
+        assert!(parse(&["--plot", "/tmp/x.gif"]).unwrap_err().contains(".svg or .png"));
         assert!(parse(&["--json", "/nonexistent-dir/x.json"]).is_err());
         let s = parse(&["--scenario", "bridge", "--json", "/tmp/x.json", "--plot", "/tmp/x.svg"]).unwrap();
         assert_eq!(s.scenarios, vec![Scenario::Bridge]);

@@ -74,7 +74,7 @@ pub enum EngineError {
 type Result<T> = std::result::Result<T, EngineError>;
 
 /// Default of `--busy-poll-us` (see `tapnet daemon --help`).
-pub const DEFAULT_BUSY_POLL_US: u32 = 0;
+pub const DEFAULT_BUSY_POLL_US: u32 = 50;
 
 /// Engine settings (the daemon's flags).
 #[derive(Debug, Clone)]

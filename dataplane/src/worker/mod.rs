@@ -50,6 +50,13 @@ pub const BUDGET: usize = 4 * BATCH;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
+/// Busy polling is armed only after rounds whose frames were all at most
+/// this long (virtio-net header included): no GSO super-frames.
+const SPIN_MAX_FRAME: usize = VNET_HDR_LEN + 1518;
+/// ... and only when no super-frame was seen for this long (a bulk transfer
+/// also has rounds of nothing but ACKs).
+const BULK_MEMORY: Duration = Duration::from_millis(10);
+
 /// Messages from the control plane to a worker.
 pub enum Ctrl {
     AddNetwork { net: NetId, fdb: Arc<Fdb>, done: Sender<()> },
@@ -103,6 +110,8 @@ pub(crate) struct Worker {
     ready: Vec<PortId>,
     batch: Batch,
     busy_poll: Duration,
+    /// The largest frame handled since the worker last chose whether to spin.
+    largest: usize,
 }
 
 impl Worker {
@@ -125,6 +134,7 @@ impl Worker {
             ready: Vec::with_capacity(MAX_PORTS),
             batch: Batch::new(),
             busy_poll: Duration::from_micros(busy_poll_us as u64),
+            largest: 0,
         }
     }
 
@@ -138,6 +148,8 @@ impl Worker {
         // Until when to keep polling without sleeping (busy polling): each
         // sleep costs the sender a wake-up and us a context switch.
         let mut spin_until: Option<std::time::Instant> = None;
+        // When this worker last forwarded a GSO super-frame.
+        let mut last_bulk: Option<std::time::Instant> = None;
         loop {
             let spinning = spin_until.is_some_and(|t| std::time::Instant::now() < t);
             let timeout = if self.ready.is_empty() && !spinning { None } else { Some(Duration::ZERO) };
@@ -167,9 +179,20 @@ impl Worker {
             }
             if !self.ready.is_empty() {
                 self.serve_ready();
+                // Spin only after rounds of small frames: request/response
+                // and connection set-up, where the wake-up is most of the
+                // cost. A GSO super-frame means a bulk transfer, whose
+                // endpoints need the CPU more than we need the latency.
                 if !self.busy_poll.is_zero() {
-                    spin_until = Some(std::time::Instant::now() + self.busy_poll);
+                    let now = std::time::Instant::now();
+                    if self.largest > SPIN_MAX_FRAME {
+                        last_bulk = Some(now);
+                    }
+                    if last_bulk.is_none_or(|t| now.duration_since(t) > BULK_MEMORY) {
+                        spin_until = Some(now + self.busy_poll);
+                    }
                 }
+                self.largest = 0;
             }
         }
     }
@@ -300,6 +323,7 @@ impl Worker {
         let Batch { bufs, lens, verdicts } = &mut self.batch;
         let pkts: [&[u8]; BATCH] = std::array::from_fn(|i| &bufs[i][HEADROOM..HEADROOM + lens[i]]);
         let rx_bytes = classify_batch(&net.fdb, ingress, &pkts[..n], now, &mut verdicts[..n], &mut tally);
+        self.largest = self.largest.max(lens[..n].iter().copied().max().unwrap_or(0));
         pc.rx_packets.add(n as u64);
         pc.rx_bytes.add(rx_bytes);
         tally.flush(stats, port.net);
