@@ -143,6 +143,10 @@ pub struct BenchArgs {
     /// Do not pin tapnet's workers to cores.
     #[arg(long)]
     pub no_pin: bool,
+    /// Measure every workload this many times, alternating the datapaths,
+    /// and report the median of each figure (the machine's noise shrinks).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// tapnet workers poll without sleeping for this long after traffic
     /// (as `tapnet daemon --busy-poll-us`).
     #[arg(long, default_value_t = crate::engine::DEFAULT_BUSY_POLL_US)]
@@ -159,6 +163,7 @@ pub struct Settings {
     pub udp_rate_pps: u64,
     pub pin: bool,
     pub busy_poll_us: u32,
+    pub repeat: usize,
     #[serde(skip)]
     pub json: Option<PathBuf>,
     #[serde(skip)]
@@ -178,6 +183,9 @@ impl BenchArgs {
         let workers = self.workers.unwrap_or_else(|| EngineConfig::default().workers);
         if workers == 0 || workers > 64 {
             return Err(format!("invalid --workers {workers}: must be between 1 and 64"));
+        }
+        if self.repeat == 0 || self.repeat > 100 {
+            return Err(format!("invalid --repeat {}: must be between 1 and 100", self.repeat));
         }
         if self.udp_rate == 0 || self.udp_rate > 100_000_000 {
             return Err(format!("invalid --udp-rate {}: must be between 1 and 100000000", self.udp_rate));
@@ -208,6 +216,7 @@ impl BenchArgs {
             udp_rate_pps: self.udp_rate,
             pin: !self.no_pin,
             busy_poll_us: self.busy_poll_us,
+            repeat: self.repeat,
             json,
             plot: self.plot.clone(),
             iperf3: self.tool == Tool::Iperf3,
@@ -579,6 +588,25 @@ impl Measurement {
     fn get(&self, key: &str) -> Option<f64> {
         self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
+
+    /// The median of each value over repeated runs (the upper median for an
+    /// even count); the detail of every run is kept.
+    fn median(runs: Vec<Measurement>) -> Option<Measurement> {
+        if runs.len() <= 1 {
+            return runs.into_iter().next();
+        }
+        let values = runs[0]
+            .values
+            .iter()
+            .map(|(k, _)| {
+                let mut v: Vec<f64> = runs.iter().filter_map(|m| m.get(k)).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                (*k, v[v.len() / 2])
+            })
+            .collect();
+        let detail = serde_json::Value::Array(runs.into_iter().map(|m| m.detail).collect());
+        Some(Measurement { values, detail })
+    }
 }
 
 /// One line of the table.
@@ -855,7 +883,7 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
             res.notes.push(note);
         }
     }
-    p.total += workloads.len() * 2;
+    p.total += workloads.len() * 2 * s.repeat;
 
     // Both are built before anything runs, so a broken build costs no time;
     // both guards live until the end of this function, whatever happens.
@@ -886,8 +914,9 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let mut got = [None, None];
-        for (i, (dp, built)) in [(Datapath::Kernel, &kernel), (Datapath::Tapnet, &tapnet)].into_iter().enumerate() {
+        let mut runs: [Vec<Measurement>; 2] = [Vec::new(), Vec::new()];
+        let both = [(Datapath::Kernel, &kernel), (Datapath::Tapnet, &tapnet)];
+        for (i, (dp, built)) in (0..s.repeat).flat_map(|_| both.into_iter().enumerate()) {
             if stop.load(Ordering::Relaxed) {
                 // Keep the half measured: its kernel figure is still shown.
                 break;
@@ -904,9 +933,7 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
             match out {
                 Ok(m) => {
                     p.done(&summary(w, &m));
-                    let d = if i == 0 { &mut kdetail } else { &mut tdetail };
-                    d.insert(w.name().into(), m.detail.clone());
-                    got[i] = Some(m);
+                    runs[i].push(m);
                 }
                 Err(e) => {
                     p.done(&format!("failed: {e}"));
@@ -914,7 +941,12 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
                 }
             }
         }
-        let [k, t] = got;
+        let [k, t] = runs.map(Measurement::median);
+        for (m, d) in [(&k, &mut kdetail), (&t, &mut tdetail)] {
+            if let Some(m) = m {
+                d.insert(w.name().into(), m.detail.clone());
+            }
+        }
         measured.push((w, k, t));
     }
     for (w, k, t) in &measured {
@@ -1069,8 +1101,15 @@ pub fn table(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "tapnet bench: {} cores, kernel {}, tapnet {}, workers: {}; {} s per workload, {} streams, UDP fixed rate {} pps",
-        m.cores, m.kernel, m.tapnet_version, m.workers, s.duration_s, s.streams, s.udp_rate_pps
+        "tapnet bench: {} cores, kernel {}, tapnet {}, workers: {}; {} s per workload, {} streams, UDP fixed rate {} pps{}",
+        m.cores,
+        m.kernel,
+        m.tapnet_version,
+        m.workers,
+        s.duration_s,
+        s.streams,
+        s.udp_rate_pps,
+        if s.repeat > 1 { format!("; median of {} runs", s.repeat) } else { String::new() }
     );
     let _ = writeln!(
         o,
@@ -1419,6 +1458,7 @@ mod tests {
             tool: Tool::Builtin,
             no_pin: false,
             busy_poll_us: 0,
+            repeat: 1,
         }
         .validate()
         .unwrap();
