@@ -50,7 +50,12 @@ fn ping_and_100mb_tcp_verified_through_the_bridge() {
     assert!(sa["rx_bytes"].as_u64().unwrap() > bytes, "{sa}");
     assert!(sb["tx_bytes"].as_u64().unwrap() > bytes, "{sb}");
     assert!(sb["tx_packets"].as_u64().unwrap() < bytes / 1448, "no GSO frames crossed: {sb}");
-    assert_eq!(h.json(&["stats"])["drops"]["tx_error"], 0);
+    let stats = h.json(&["stats"]);
+    assert_eq!(stats["drops"]["tx_error"], 0);
+    // Workers report their activity; together they handled every frame.
+    let frames: u64 = stats["per_worker"].as_array().unwrap().iter().map(|w| w["frames"].as_u64().unwrap()).sum();
+    let rx: u64 = stats["ports"].as_array().unwrap().iter().map(|p| p["rx_packets"].as_u64().unwrap()).sum();
+    assert_eq!(frames, rx, "{stats}");
 }
 
 #[test]

@@ -65,6 +65,26 @@ fn bad_arguments_are_rejected_and_change_nothing() {
         h.fails(c);
         assert_eq!(snapshot(&h), before, "tapnet {c:?} changed state");
     }
+    // The API itself: garbage and unknown operations get a one-line error
+    // reply, change nothing, and the daemon keeps serving.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let conn = std::os::unix::net::UnixStream::connect(&h.socket).unwrap();
+        let mut r = BufReader::new(&conn);
+        for bad in ["not json", "{\"op\":\"frobnicate\"}", "{\"op\":\"network_create\",\"name\":\"x\"}", "[1,2,3]"] {
+            (&conn).write_all(format!("{bad}\n").as_bytes()).unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["ok"], false, "{bad}: {line}");
+            assert!(!v["error"].as_str().unwrap().contains('\n'));
+        }
+        (&conn).write_all(b"{\"op\":\"network_ls\"}\n").unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\":true"), "{line}");
+    }
+    assert_eq!(snapshot(&h), before, "raw API requests changed state");
     // A daemon that is not there is one line too.
     let out = std::process::Command::new(tapnet_bin())
         .args(["network", "ls"])

@@ -151,9 +151,19 @@ pub struct PortStats {
     pub tx_dropped: u64,
 }
 
+/// One worker's activity: how many poll wake-ups it had and how many frames
+/// it handled (frames / wakeups is the batching it achieves).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub worker: usize,
+    pub wakeups: u64,
+    pub frames: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatsInfo {
     pub workers: usize,
+    pub per_worker: Vec<WorkerInfo>,
     pub ports: Vec<PortStats>,
     /// Frames dropped, by reason (every reason listed, zero or not).
     pub drops: BTreeMap<String, u64>,

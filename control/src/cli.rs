@@ -234,6 +234,9 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("drops: {}", d.join(" "));
+            for w in &s.per_worker {
+                println!("worker {}: {} frames in {} wake-ups", w.worker, w.frames, w.wakeups);
+            }
             for (n, ev) in &s.networks {
                 let e: Vec<String> = ev.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("bridge {n}: {}", e.join(" "));

@@ -707,7 +707,13 @@ impl Engine {
                 (name.clone(), st.bridge(n.net).into_iter().map(|(e, v)| (e.name().to_string(), v)).collect())
             })
             .collect();
-        StatsInfo { workers: self.dp.workers(), ports, drops, networks }
+        let per_worker = st
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerInfo { worker: i, wakeups: w.wakeups.get(), frames: w.frames.get() })
+            .collect();
+        StatsInfo { workers: self.dp.workers(), per_worker, ports, drops, networks }
     }
 
     /// Expire old MAC entries; the daemon calls this about once a second.
