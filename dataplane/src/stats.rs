@@ -124,7 +124,8 @@ pub struct WorkerStats {
     pub ports: Box<[PortCounters]>,
     pub drops: [Counter; DropReason::COUNT],
     pub bridge: Box<[[Counter; BridgeEvent::COUNT]]>,
-    /// Poll wake-ups and frames handled, to judge batching.
+    /// Polls that returned events (not empty busy-poll rounds), and frames
+    /// handled: frames per wake-up is the batching achieved.
     pub wakeups: Counter,
     pub frames: Counter,
 }

@@ -161,7 +161,10 @@ impl Worker {
                 // than spin.
                 return;
             }
-            self.my_stats().wakeups.inc();
+            // Busy-poll iterations that found nothing are not wake-ups.
+            if !events.is_empty() {
+                self.my_stats().wakeups.inc();
+            }
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
