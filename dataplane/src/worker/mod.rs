@@ -152,6 +152,11 @@ impl Worker {
         let mut last_bulk: Option<std::time::Instant> = None;
         loop {
             let spinning = spin_until.is_some_and(|t| std::time::Instant::now() < t);
+            if spinning && self.ready.is_empty() {
+                // A polite spin: a runnable thread on this core (a container's
+                // TCP stack, say) runs first.
+                std::thread::yield_now();
+            }
             let timeout = if self.ready.is_empty() && !spinning { None } else { Some(Duration::ZERO) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
