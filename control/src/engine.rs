@@ -213,6 +213,11 @@ fn mac_for(addr: Ipv4Addr) -> MacAddr {
     MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
 }
 
+/// An API reply as JSON (the reply types always serialize).
+fn to_value<T: serde::Serialize>(x: &T) -> serde_json::Value {
+    serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
+}
+
 impl Engine {
     /// Start the dataplane.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
@@ -253,37 +258,38 @@ impl Engine {
 
     /// Dispatch an API request.
     pub fn handle(&mut self, req: Request) -> Result<serde_json::Value> {
-        let v = |x: &dyn erased::Ser| x.to_value();
         Ok(match req {
-            Request::Version => v(&VersionInfo {
+            Request::Version => to_value(&VersionInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 pid: std::process::id(),
                 workers: self.workers(),
             }),
             Request::NetworkCreate { name, subnet, gateway, mtu, fdb_max, fdb_ageing } => {
-                v(&self.network_create(&name, &subnet, gateway.as_deref(), mtu, fdb_max, fdb_ageing)?)
+                to_value(&self.network_create(&name, &subnet, gateway.as_deref(), mtu, fdb_max, fdb_ageing)?)
             }
-            Request::NetworkLs => v(&self.network_ls()),
-            Request::NetworkInspect { name } => v(&self.network_inspect(&name)?),
+            Request::NetworkLs => to_value(&self.network_ls()),
+            Request::NetworkInspect { name } => to_value(&self.network_inspect(&name)?),
             Request::NetworkRm { name } => {
                 self.network_rm(&name)?;
                 serde_json::Value::String(name)
             }
             Request::NetworkConnect { network, container, ip } => {
-                v(&self.network_connect(&network, &container, ip.as_deref())?)
+                to_value(&self.network_connect(&network, &container, ip.as_deref())?)
             }
-            Request::NetworkDisconnect { network, container } => v(&self.network_disconnect(&network, &container)?),
+            Request::NetworkDisconnect { network, container } => {
+                to_value(&self.network_disconnect(&network, &container)?)
+            }
             Request::ContainerCreate { name, network, ip, mac } => {
-                v(&self.container_create(&name, &network, ip.as_deref(), mac.as_deref())?)
+                to_value(&self.container_create(&name, &network, ip.as_deref(), mac.as_deref())?)
             }
             Request::ContainerRm { name } => {
                 self.container_rm(&name)?;
                 serde_json::Value::String(name)
             }
-            Request::ContainerLs => v(&self.container_ls()),
-            Request::ContainerInspect { name } => v(&self.container_inspect(&name)?),
-            Request::Fdb { network } => v(&self.fdb(&network)?),
-            Request::Stats => v(&self.stats()),
+            Request::ContainerLs => to_value(&self.container_ls()),
+            Request::ContainerInspect { name } => to_value(&self.container_inspect(&name)?),
+            Request::Fdb { network } => to_value(&self.fdb(&network)?),
+            Request::Stats => to_value(&self.stats()),
         })
     }
 
@@ -374,14 +380,13 @@ impl Engine {
         if !self.networks.contains_key(name) {
             return Err(EngineError::NoNetwork(name.into()));
         }
-        let users: Vec<String> = self
+        let mut users: Vec<String> = self
             .containers
             .iter()
             .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == name))
             .map(|(n, _)| n.clone())
             .collect();
         if !users.is_empty() {
-            let mut users = users;
             users.sort();
             return Err(EngineError::NetworkInUse(name.into(), users.join(", ")));
         }
@@ -750,18 +755,6 @@ impl Drop for Engine {
     fn drop(&mut self) {
         if !self.containers.is_empty() || !self.networks.is_empty() {
             self.shutdown();
-        }
-    }
-}
-
-/// Serialization of the API's reply types, without generics in `handle`.
-mod erased {
-    pub trait Ser {
-        fn to_value(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_value(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
         }
     }
 }
