@@ -1,5 +1,6 @@
-//! tapnet's dataplane: packet views, ports, the learning bridge and the
-//! worker threads that move frames between TAP devices.
+//! tapnet's dataplane: packet views, packet buffers, ports, the learning
+//! bridge, the gateway with its NAT, and the worker threads that move frames
+//! between TAP devices and the uplink.
 //!
 //! The crate knows nothing of netlink, the CLI or the daemon: the control
 //! plane creates ports and networks and hands them over through
@@ -8,14 +9,17 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod bridge;
+pub mod packet;
 pub mod port;
+pub mod router;
 pub mod stats;
 pub mod wire;
 mod worker;
 
+pub use packet::{BUF_SIZE, HEADROOM, MAX_FRAME};
 #[doc(hidden)]
 pub use worker::classify_batch;
-pub use worker::{BATCH, BUDGET, BUF_SIZE, HEADROOM, MAX_FRAME};
+pub use worker::{PortRole, BATCH, BUDGET};
 
 use std::io;
 use std::sync::Arc;
@@ -27,8 +31,9 @@ use mio::{Poll, Waker};
 
 use bridge::Fdb;
 use port::{PortId, PortQueue};
+use router::{ArpCache, NetConfig, RouterConfig};
 use stats::{NetId, Stats, MAX_NETWORKS, MAX_PORTS};
-use worker::{Ctrl, Worker, WAKER};
+use worker::{Ctrl, Worker, WorkerSetup, WAKER};
 
 /// Milliseconds since the dataplane started; shared by the workers and the
 /// control plane so MAC ages agree. Read once per batch, never per frame.
@@ -104,6 +109,7 @@ pub struct Dataplane {
     workers: Vec<WorkerHandle>,
     stats: Arc<Stats>,
     clock: Clock,
+    arp: Arc<ArpCache>,
 }
 
 impl Dataplane {
@@ -113,13 +119,31 @@ impl Dataplane {
         let stats = Arc::new(Stats::new(n));
         let clock = Clock::new();
         let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
-        let mut dp = Dataplane { workers: Vec::with_capacity(n), stats: stats.clone(), clock };
-        for id in 0..n {
+        let arp = Arc::new(ArpCache::new(router::arp::DEFAULT_SLOTS));
+        let mut dp = Dataplane { workers: Vec::with_capacity(n), stats: stats.clone(), clock, arp: arp.clone() };
+        let mut polls = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
+        for _ in 0..n {
             let poll = Poll::new().map_err(DataplaneError::Poll)?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(DataplaneError::Poll)?);
+            wakers.push(Arc::new(Waker::new(poll.registry(), WAKER).map_err(DataplaneError::Poll)?));
+            polls.push(poll);
+        }
+        let meshes = worker::handoff::mesh(&wakers);
+        for (id, (poll, handoff)) in polls.into_iter().zip(meshes).enumerate() {
+            let waker = wakers[id].clone();
             let (tx, rx) = unbounded();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-            let worker = Worker::new(id, poll, rx, stats.clone(), clock, cfg.busy_poll_us);
+            let worker = Worker::new(WorkerSetup {
+                id,
+                workers: n,
+                poll,
+                ctrl: rx,
+                stats: stats.clone(),
+                clock,
+                busy_poll_us: cfg.busy_poll_us,
+                arp: arp.clone(),
+                handoff,
+            });
             let thread = std::thread::Builder::new()
                 .name(format!("tapnet-w{id}"))
                 .spawn(move || {
@@ -171,11 +195,31 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Create network `net` (one learning bridge) backed by `fdb`.
-    pub fn add_network(&self, net: NetId, fdb: Arc<Fdb>) -> Result<(), DataplaneError> {
+    /// The uplink's ARP cache (shared by the workers).
+    pub fn arp(&self) -> &ArpCache {
+        &self.arp
+    }
+
+    /// Create network `net` (one learning bridge) backed by `fdb`, with a
+    /// gateway if `cfg` is given.
+    pub fn add_network(&self, net: NetId, fdb: Arc<Fdb>, cfg: Option<Arc<NetConfig>>) -> Result<(), DataplaneError> {
         Self::check_id("network", net as usize, MAX_NETWORKS)?;
         self.stats.reset_network(net);
-        self.broadcast(|done| Ctrl::AddNetwork { net, fdb: fdb.clone(), done })?;
+        self.broadcast(|done| Ctrl::AddNetwork { net, fdb: fdb.clone(), cfg: cfg.clone(), done })?;
+        Ok(())
+    }
+
+    /// Replace network `net`'s gateway configuration.
+    pub fn set_network(&self, net: NetId, cfg: Option<Arc<NetConfig>>) -> Result<(), DataplaneError> {
+        Self::check_id("network", net as usize, MAX_NETWORKS)?;
+        self.broadcast(|done| Ctrl::SetNetwork { net, cfg: cfg.clone(), done })?;
+        Ok(())
+    }
+
+    /// Replace the router's configuration (uplink, endpoints, published
+    /// ports). When this returns every worker uses the new one.
+    pub fn set_router(&self, cfg: Arc<RouterConfig>) -> Result<(), DataplaneError> {
+        self.broadcast(|done| Ctrl::SetRouter { cfg: cfg.clone(), done })?;
         Ok(())
     }
 
@@ -186,10 +230,13 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Attach a port to network `net`: `queues[i]` goes to worker i.
-    pub fn add_port(&self, port: PortId, net: NetId, queues: Vec<PortQueue>) -> Result<(), DataplaneError> {
+    /// Attach a port: `queues[i]` goes to worker i. Frames longer than
+    /// `mtu` (GSO super-frames by their segment size) are not sent out of it.
+    pub fn add_port(&self, port: PortId, role: PortRole, mtu: u32, queues: Vec<PortQueue>) -> Result<(), DataplaneError> {
         Self::check_id("port", port as usize, MAX_PORTS)?;
-        Self::check_id("network", net as usize, MAX_NETWORKS)?;
+        if let PortRole::Access(net) = role {
+            Self::check_id("network", net as usize, MAX_NETWORKS)?;
+        }
         if queues.len() != self.workers.len() {
             return Err(DataplaneError::QueueCount { want: self.workers.len(), got: queues.len() });
         }
@@ -197,7 +244,7 @@ impl Dataplane {
         let mut rxs = Vec::with_capacity(queues.len());
         for (w, queue) in queues.into_iter().enumerate() {
             let (tx, rx) = bounded(1);
-            self.send(w, Ctrl::AddPort { port, net, queue, done: tx })?;
+            self.send(w, Ctrl::AddPort { port, role, mtu, queue, done: tx })?;
             rxs.push(rx);
         }
         let mut first_err = None;

@@ -61,7 +61,8 @@ reasons! {
     DropReason {
         /// Shorter than a virtio-net header plus an Ethernet header.
         Runt => "runt",
-        /// Longer than a receive buffer: the read was truncated.
+        /// Longer than a receive buffer, or than the egress port's MTU (a GSO
+        /// super-frame counts by its segment size) with no way to fragment.
         Oversize => "oversize",
         /// The virtio-net header is inconsistent with the frame.
         BadVnetHdr => "bad_vnet_hdr",
@@ -77,6 +78,82 @@ reasons! {
         TxError => "tx_error",
         /// Reading from the port failed with something other than "no data".
         RxError => "rx_error",
+        /// The source MAC is pinned (static) to another port, e.g. the gateway's.
+        StaticMac => "static_mac",
+        /// Container-to-container traffic on a network created with `--icc=false`.
+        IccBlocked => "icc_blocked",
+        /// Sent to the gateway or the uplink but neither IPv4 nor ARP.
+        NotIpv4 => "not_ipv4",
+        /// A malformed ARP packet at the gateway or the uplink.
+        BadArp => "bad_arp",
+        /// A malformed IPv4 header: length, version, header checksum.
+        BadIpv4 => "bad_ipv4",
+        /// A TCP, UDP or ICMP header too short or inconsistent to route or translate.
+        BadL4 => "bad_l4",
+        /// The TTL ran out at the gateway (an ICMP Time Exceeded was sent back).
+        TtlExceeded => "ttl_exceeded",
+        /// No route: another tapnet network (networks are isolated, as in
+        /// Docker), a directed broadcast, or nowhere to send it.
+        NoRoute => "no_route",
+        /// Leaving a network created with `--internal`.
+        Internal => "internal",
+        /// No uplink is configured.
+        NoUplink => "no_uplink",
+        /// On the uplink, addressed to an IPv4 address that is not ours.
+        NotForUs => "not_for_us",
+        /// On the uplink, no connection and no published port matches.
+        NoFlow => "no_flow",
+        /// To a closed port (or an unanswered protocol) of the gateway or uplink address.
+        PortClosed => "port_closed",
+        /// The connection table is full: new flows are refused.
+        ConntrackFull => "conntrack_full",
+        /// A packet that cannot start a flow (a TCP RST, an ICMP error with no flow).
+        ConntrackInvalid => "conntrack_invalid",
+        /// No free NAT port (or ICMP identifier) for a new flow.
+        NatPortsExhausted => "nat_ports_exhausted",
+        /// A protocol NAT does not translate (not TCP, UDP or ICMP echo/errors).
+        NatUnsupported => "nat_unsupported",
+        /// An IPv4 fragment at the NAT (tapnet does not reassemble).
+        Fragment => "fragment",
+        /// The next hop's MAC could not be resolved in time (or too many frames waited).
+        ArpUnresolved => "arp_unresolved",
+        /// The worker owning the flow had no room for another handed-off frame.
+        HandoffFull => "handoff_full",
+        /// A DNS query to the gateway that could not be parsed or answered.
+        DnsMalformed => "dns_malformed",
+        /// An IPv4 fragment too large for the egress MTU with DF set (an
+        /// ICMP fragmentation-needed was sent back).
+        FragNeeded => "frag_needed",
+    }
+}
+
+reasons! {
+    /// Gateway and NAT events, counted per worker.
+    RouterEvent {
+        /// ARP requests for a gateway or uplink address answered.
+        ArpReplied => "arp_replied",
+        /// ARP requests sent to resolve a next hop on the uplink.
+        ArpRequested => "arp_requested",
+        /// ICMP echo requests to a gateway or the uplink address answered.
+        EchoReplied => "echo_replied",
+        /// DNS queries answered from a network's names.
+        DnsAnswered => "dns_answered",
+        /// DNS queries for names tapnet does not know, answered with an error.
+        DnsRefused => "dns_refused",
+        /// ICMP errors sent by the gateway (TTL, fragmentation needed, …).
+        IcmpSent => "icmp_sent",
+        /// ICMP errors about a translated flow, translated back.
+        IcmpTranslated => "icmp_translated",
+        /// Connections created.
+        FlowsCreated => "flows_created",
+        /// Connections that expired.
+        FlowsExpired => "flows_expired",
+        /// Frames handed to the worker that owns their flow.
+        HandedOff => "handed_off",
+        /// Frames received from another worker.
+        HandedIn => "handed_in",
+        /// Frames that waited for ARP resolution.
+        ArpQueued => "arp_queued",
     }
 }
 
@@ -93,6 +170,8 @@ reasons! {
         Flooded => "flooded",
         /// A unicast frame's destination was not in the table.
         UnknownUnicast => "unknown_unicast",
+        /// A frame's source MAC is pinned to another port (learning refused).
+        StaticConflict => "static_conflict",
     }
 }
 
@@ -124,6 +203,7 @@ pub struct WorkerStats {
     pub ports: Box<[PortCounters]>,
     pub drops: [Counter; DropReason::COUNT],
     pub bridge: Box<[[Counter; BridgeEvent::COUNT]]>,
+    pub router: [Counter; RouterEvent::COUNT],
     /// Polls that returned events (not empty busy-poll rounds), and frames
     /// handled: frames per wake-up is the batching achieved.
     pub wakeups: Counter,
@@ -134,8 +214,9 @@ impl Default for WorkerStats {
     fn default() -> Self {
         WorkerStats {
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
-            drops: Default::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
             bridge: (0..MAX_NETWORKS).map(|_| Default::default()).collect(),
+            router: Default::default(),
             wakeups: Counter::default(),
             frames: Counter::default(),
         }
@@ -150,6 +231,10 @@ impl WorkerStats {
     #[inline]
     pub fn bridge(&self, net: NetId, ev: BridgeEvent) {
         self.bridge[net as usize][ev as usize].inc()
+    }
+    #[inline]
+    pub fn router(&self, ev: RouterEvent) {
+        self.router[ev as usize].inc()
     }
 }
 
@@ -189,6 +274,9 @@ impl Stats {
     }
     pub fn drops(&self) -> Vec<(DropReason, u64)> {
         DropReason::ALL.iter().map(|&r| (r, self.workers.iter().map(|w| w.drops[r as usize].get()).sum())).collect()
+    }
+    pub fn router(&self) -> Vec<(RouterEvent, u64)> {
+        RouterEvent::ALL.iter().map(|&e| (e, self.workers.iter().map(|w| w.router[e as usize].get()).sum())).collect()
     }
     pub fn bridge(&self, net: NetId) -> Vec<(BridgeEvent, u64)> {
         BridgeEvent::ALL

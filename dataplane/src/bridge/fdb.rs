@@ -20,6 +20,12 @@
 //! steady traffic reads the table and never bounces its cache lines between
 //! workers.
 //!
+//! Static entries (a network's gateway MAC, say) have `seen` =
+//! [`STATIC`]: they never age, are never swept or flushed with a port, do not
+//! count against the bound, and a frame from another port carrying that
+//! source MAC neither moves nor refreshes them ([`Learn::Static`]), so a
+//! container can neither take over nor age out the gateway's address.
+//!
 //! Accepted races: two workers learning the same new MAC at the same instant
 //! may each claim a slot; lookups and later learning use the first one and
 //! the duplicate ages out. A reader may briefly see a new key with the old
@@ -38,6 +44,8 @@ pub const REFRESH_MS: u64 = 1000;
 pub const DEFAULT_AGEING_MS: u64 = 300_000;
 /// Default bound on entries per network.
 pub const DEFAULT_CAPACITY: usize = 8192;
+/// `seen` of a static entry.
+pub const STATIC: u64 = u64::MAX;
 
 #[derive(Debug, Default)]
 #[repr(align(16))]
@@ -57,6 +65,8 @@ pub enum Learn {
     Moved { from: PortId },
     /// The table (or the MAC's window) is full; nothing was learned.
     Full,
+    /// The MAC is a static entry on another port: refused, nothing changed.
+    Static,
 }
 
 /// One entry, as shown by `tapnet fdb`.
@@ -64,7 +74,9 @@ pub enum Learn {
 pub struct FdbEntry {
     pub mac: MacAddr,
     pub port: PortId,
+    /// 0 for static entries.
     pub age_ms: u64,
+    pub is_static: bool,
 }
 
 /// A bounded, lock-free MAC table.
@@ -166,6 +178,9 @@ impl Fdb {
                 }
                 if k >> 16 == m {
                     let seen = s.seen.load(Relaxed);
+                    if seen == STATIC {
+                        return if k == want { Learn::Known } else { Learn::Static };
+                    }
                     if k == want {
                         if now.saturating_sub(seen) >= REFRESH_MS {
                             s.seen.store(now, Relaxed);
@@ -225,16 +240,63 @@ impl Fdb {
         self.remove_where(|_, _| true)
     }
 
+    /// Remove the dynamic entries matching `pred(key, seen)`; static ones
+    /// stay.
     fn remove_where(&self, pred: impl Fn(u64, u64) -> bool) -> usize {
         let mut n = 0;
         for s in self.slots.iter() {
             let k = s.key.load(Acquire);
-            if k != 0 && pred(k, s.seen.load(Relaxed)) && s.key.compare_exchange(k, 0, AcqRel, Acquire).is_ok() {
+            let seen = s.seen.load(Relaxed);
+            if k != 0 && seen != STATIC && pred(k, seen) && s.key.compare_exchange(k, 0, AcqRel, Acquire).is_ok() {
                 self.live.fetch_sub(1, AcqRel);
                 n += 1;
             }
         }
         n
+    }
+
+    /// Pin `mac` to `port`: a static entry that never ages and that no frame
+    /// can move. A dynamic entry for the MAC is replaced; if the MAC's window
+    /// is full, a dynamic entry in it is evicted. False only if the window
+    /// holds nothing but static entries. Control plane only.
+    pub fn insert_static(&self, mac: MacAddr, port: PortId) -> bool {
+        let m = mac.to_u64();
+        if m == 0 {
+            return false;
+        }
+        let want = pack(m, port);
+        let mut victim = None;
+        for s in self.window(m) {
+            let k = s.key.load(Acquire);
+            if k >> 16 == m || k == 0 {
+                victim = Some(s);
+                break;
+            }
+            if victim.is_none() && s.seen.load(Relaxed) != STATIC {
+                victim = Some(s);
+            }
+        }
+        let Some(s) = victim else { return false };
+        let old = s.key.swap(want, AcqRel);
+        let was_static = s.seen.swap(STATIC, AcqRel) == STATIC;
+        if old != 0 && !was_static {
+            self.live.fetch_sub(1, AcqRel);
+        }
+        true
+    }
+
+    /// Remove the static entry for `mac`, if any. Control plane only.
+    pub fn remove_static(&self, mac: MacAddr) -> bool {
+        let m = mac.to_u64();
+        for s in self.window(m) {
+            let k = s.key.load(Acquire);
+            if k != 0 && k >> 16 == m && s.seen.load(Relaxed) == STATIC {
+                s.key.store(0, Release);
+                s.seen.store(0, Relaxed);
+                return true;
+            }
+        }
+        false
     }
 
     /// A snapshot of the live, unexpired entries, sorted by port then MAC.
@@ -249,6 +311,7 @@ impl Fdb {
                     mac: MacAddr::from_u64(k >> 16),
                     port: k as PortId,
                     age_ms: now.saturating_sub(seen),
+                    is_static: seen == STATIC,
                 })
             })
             .collect();
@@ -327,7 +390,32 @@ mod tests {
         assert_eq!(f.learn(MacAddr::ZERO, 1, 0), Learn::Full);
         assert_eq!(f.lookup(MacAddr::ZERO, 0), None);
         let e = f.entries(7);
-        assert_eq!(e, vec![FdbEntry { mac: mac(2), port: 2, age_ms: 7 }]);
+        assert_eq!(e, vec![FdbEntry { mac: mac(2), port: 2, age_ms: 7, is_static: false }]);
+    }
+
+    #[test]
+    fn static_entries_cannot_be_moved_aged_or_flushed() {
+        let f = Fdb::new(1, 1_000);
+        assert_eq!(f.learn(mac(9), 3, 0), Learn::Learned);
+        // Pinning a learned MAC replaces the dynamic entry.
+        assert!(f.insert_static(mac(9), 0xfffe));
+        assert_eq!(f.len(), 0);
+        assert_eq!(f.lookup(mac(9), 0), Some(0xfffe));
+        // A container sending with the gateway's MAC is refused and moves nothing.
+        assert_eq!(f.learn(mac(9), 3, 10), Learn::Static);
+        assert_eq!(f.lookup(mac(9), 10), Some(0xfffe));
+        // Statics do not count against the bound of 1.
+        assert_eq!(f.learn(mac(1), 3, 10), Learn::Learned);
+        // Never aged, swept or flushed.
+        assert_eq!(f.lookup(mac(9), u64::MAX - 1), Some(0xfffe));
+        assert_eq!(f.sweep(10_000_000), 1);
+        assert_eq!(f.flush_port(0xfffe), 0);
+        assert_eq!(f.flush(), 0);
+        let e = f.entries(5);
+        assert_eq!(e, vec![FdbEntry { mac: mac(9), port: 0xfffe, age_ms: 0, is_static: true }]);
+        assert!(f.remove_static(mac(9)));
+        assert_eq!(f.lookup(mac(9), 5), None);
+        assert!(!f.remove_static(mac(9)));
     }
 
     #[test]

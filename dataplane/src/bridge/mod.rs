@@ -13,6 +13,8 @@
 //! - broadcast, multicast and unknown unicast are flooded to every other port
 //!   of the same network (flooding is the worker's job: it owns the ports);
 //! - link-local groups 01:80:c2:00:00:0X are not forwarded;
+//! - a static entry (the gateway's MAC) cannot be taken over: a frame from
+//!   another port with that source MAC is dropped;
 //! - entries age out ([`fdb::DEFAULT_AGEING_MS`]) and the table is bounded.
 
 pub mod fdb;
@@ -79,6 +81,10 @@ pub fn decide(fdb: &Fdb, ingress: PortId, frame: &[u8], now: u64, tally: &mut Ta
         Learn::Learned => tally.inc(BridgeEvent::Learned),
         Learn::Moved { .. } => tally.inc(BridgeEvent::Moved),
         Learn::Full => tally.inc(BridgeEvent::TableFull),
+        Learn::Static => {
+            tally.inc(BridgeEvent::StaticConflict);
+            return Verdict::Drop(DropReason::StaticMac);
+        }
     }
     if dst.is_multicast() {
         tally.inc(BridgeEvent::Flooded);
@@ -213,6 +219,19 @@ mod tests {
         assert_eq!(decide(&fdb, 1, &stp, 0, &mut t), Verdict::Drop(DropReason::LinkLocalDst));
         assert!(fdb.lookup(MacAddr(BCAST), 0).is_none());
         assert!(fdb.is_empty());
+    }
+
+    #[test]
+    fn static_gateway_mac_cannot_be_spoofed() {
+        let fdb = Fdb::new(64, 300_000);
+        let mut t = Tally::default();
+        assert!(fdb.insert_static(MacAddr(B), 0xfffe));
+        // Unicast to the gateway MAC goes to the gateway's (virtual) port.
+        assert_eq!(decide(&fdb, 1, &frame(B, A), 0, &mut t), Verdict::Forward(0xfffe));
+        // A container sending with the gateway's MAC as source is dropped.
+        assert_eq!(decide(&fdb, 1, &frame(A, B), 0, &mut t), Verdict::Drop(DropReason::StaticMac));
+        assert_eq!(t.get(BridgeEvent::StaticConflict), 1);
+        assert_eq!(fdb.lookup(MacAddr(B), 0), Some(0xfffe));
     }
 
     #[test]

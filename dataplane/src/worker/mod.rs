@@ -1,49 +1,39 @@
 //! Worker threads: the per-packet path.
 //!
-//! Each worker owns one queue of every port, its own buffers and its own
-//! counters, and shares only the MAC tables (lock-free, read-mostly) with the
-//! other workers. A worker waits in epoll (mio) for its queues to become
-//! readable; for each readable queue it reads a batch of frames, decides all
-//! of them, then transmits them on its own queues of the egress ports. The
-//! only system calls per frame are the read and the write(s): TAP queues
-//! offer no batched read or write.
+//! Each worker owns one queue of every port, its own buffers, its own NAT
+//! table and its own counters; it shares only read-mostly tables with the
+//! other workers (the MAC tables, the uplink's ARP cache, configuration
+//! snapshots). It waits in epoll (mio) for its queues, reads a batch from a
+//! readable queue, runs the batch through the stages and carries out what
+//! they decided, all on this thread (run to completion). The threading
+//! model, the stages and busy polling are described in docs/ARCHITECTURE.md.
 //!
-//! The kernel spreads a container's flows over the TAP's queues (by flow
-//! hash, and it steers a flow to the queue its reply traffic was written
-//! to), so both directions of a TCP connection tend to meet on one worker.
-//!
-//! Fairness: one queue is served for at most [`BUDGET`] frames per turn; a
-//! queue that still has data stays on the ready list and the worker polls
-//! without sleeping until the list is empty. mio is edge-triggered, so a
-//! queue is only taken off the list once a read returned `EAGAIN`.
-//!
-//! Control messages arrive on a crossbeam channel and a mio `Waker` and are
-//! handled between batches, never in the middle of one.
+//! - `mod.rs` (this file): the thread, its poll loop and control messages;
+//! - [`process`]: one batch through the stages, and transmission;
+//! - [`handoff`]: frames handed to the worker that owns their flow.
+
+pub mod handoff;
+mod process;
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::bridge::{self, Fdb, Tally, Verdict};
+use crate::bridge::{Fdb, Tally};
+use crate::packet::PacketBuf;
 use crate::port::{PortId, PortQueue};
-use crate::stats::{DropReason, NetId, Stats, WorkerStats, MAX_NETWORKS, MAX_PORTS};
-use crate::wire::{VnetHdr, VNET_HDR_LEN};
+use crate::router::{Action, ArpCache, NetConfig, Router, RouterConfig};
+use crate::stats::{NetId, Stats, WorkerStats, MAX_NETWORKS, MAX_PORTS};
 use crate::Clock;
 
-/// Bytes kept free in front of every received frame, so encapsulation can
-/// prepend outer headers (VXLAN: 50 bytes) in place.
-pub const HEADROOM: usize = 128;
-/// Largest frame a port hands over: a 64 KiB GSO super-frame plus an
-/// Ethernet header with one VLAN tag.
-pub const MAX_FRAME: usize = 65535 + 18;
-/// Size of one receive buffer.
-pub const BUF_SIZE: usize = HEADROOM + VNET_HDR_LEN + MAX_FRAME + 1;
-/// Frames read from one queue before they are decided and sent.
+pub use process::classify_batch;
+
+/// Frames read from one queue before they go through the stages.
 pub const BATCH: usize = 32;
 /// Frames served from one queue before the worker turns to the next.
 pub const BUDGET: usize = 4 * BATCH;
@@ -51,52 +41,56 @@ pub const BUDGET: usize = 4 * BATCH;
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
 /// Busy polling is armed only after rounds whose frames were all at most
-/// this long (virtio-net header included): no GSO super-frames.
-const SPIN_MAX_FRAME: usize = VNET_HDR_LEN + 1518;
+/// this long: no GSO super-frames.
+const SPIN_MAX_FRAME: usize = 1518;
 /// ... and only when no super-frame was seen for this long (a bulk transfer
 /// also has rounds of nothing but ACKs).
 const BULK_MEMORY: Duration = Duration::from_millis(10);
+/// Frames waiting for ARP resolution, per worker.
+const PENDING_MAX: usize = 64;
+/// How long a frame may wait for ARP resolution.
+const PENDING_MS: u64 = 3_000;
+
+/// What a port is to the dataplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRole {
+    /// A container's interface on a network (a TAP): bridged.
+    Access(NetId),
+    /// The uplink: routed, through NAT.
+    Uplink,
+}
 
 /// Messages from the control plane to a worker.
 pub enum Ctrl {
-    AddNetwork { net: NetId, fdb: Arc<Fdb>, done: Sender<()> },
+    AddNetwork { net: NetId, fdb: Arc<Fdb>, cfg: Option<Arc<NetConfig>>, done: Sender<()> },
+    SetNetwork { net: NetId, cfg: Option<Arc<NetConfig>>, done: Sender<()> },
     RemoveNetwork { net: NetId, done: Sender<()> },
-    AddPort { port: PortId, net: NetId, queue: PortQueue, done: Sender<io::Result<()>> },
+    AddPort { port: PortId, role: PortRole, mtu: u32, queue: PortQueue, done: Sender<io::Result<()>> },
     RemovePort { port: PortId, done: Sender<()> },
+    SetRouter { cfg: Arc<RouterConfig>, done: Sender<()> },
     Shutdown,
 }
 
 struct WPort {
     queue: PortQueue,
-    net: NetId,
+    role: PortRole,
+    mtu: u32,
     ready: bool,
 }
 
 struct WNet {
     fdb: Arc<Fdb>,
+    /// Access ports, the flood list.
     ports: Vec<PortId>,
+    /// The gateway and policy; `None` for a network without a gateway.
+    cfg: Option<Arc<NetConfig>>,
 }
 
-/// A batch of receive buffers and what was decided for each.
-struct Batch {
-    bufs: Vec<Box<[u8]>>,
-    lens: [usize; BATCH],
-    verdicts: [Verdict; BATCH],
-}
-
-impl Batch {
-    fn new() -> Batch {
-        Batch {
-            bufs: (0..BATCH).map(|_| vec![0u8; BUF_SIZE].into_boxed_slice()).collect(),
-            lens: [0; BATCH],
-            verdicts: [Verdict::Flood; BATCH],
-        }
-    }
-    /// The virtio-net header and frame of buffer `i`, as read from the port.
-    #[inline]
-    fn packet(&self, i: usize) -> &[u8] {
-        &self.bufs[i][HEADROOM..HEADROOM + self.lens[i]]
-    }
+/// A frame waiting for its next hop's MAC.
+struct Pending {
+    buf: PacketBuf,
+    next_hop: std::net::Ipv4Addr,
+    since: u64,
 }
 
 pub(crate) struct Worker {
@@ -108,32 +102,53 @@ pub(crate) struct Worker {
     ports: Vec<Option<WPort>>,
     nets: Vec<Option<WNet>>,
     ready: Vec<PortId>,
-    batch: Batch,
+    bufs: Vec<PacketBuf>,
+    actions: [Action; BATCH],
+    tally: Tally,
+    router: Router,
+    pool: Vec<PacketBuf>,
+    pending: Vec<Pending>,
+    handoff: handoff::Handoff,
+    /// Workers woken up for hand-offs during the current batch.
+    to_wake: u64,
     busy_poll: Duration,
     /// The largest frame handled since the worker last chose whether to spin.
     largest: usize,
 }
 
+/// What [`Worker::new`] needs besides its channels.
+pub(crate) struct WorkerSetup {
+    pub id: usize,
+    pub workers: usize,
+    pub poll: Poll,
+    pub ctrl: Receiver<Ctrl>,
+    pub stats: Arc<Stats>,
+    pub clock: Clock,
+    pub busy_poll_us: u32,
+    pub arp: Arc<ArpCache>,
+    pub handoff: handoff::Handoff,
+}
+
 impl Worker {
-    pub(crate) fn new(
-        id: usize,
-        poll: Poll,
-        ctrl: Receiver<Ctrl>,
-        stats: Arc<Stats>,
-        clock: Clock,
-        busy_poll_us: u32,
-    ) -> Worker {
+    pub(crate) fn new(s: WorkerSetup) -> Worker {
         Worker {
-            id,
-            poll,
-            ctrl,
-            stats,
-            clock,
+            id: s.id,
+            poll: s.poll,
+            ctrl: s.ctrl,
+            stats: s.stats,
+            clock: s.clock,
             ports: (0..MAX_PORTS).map(|_| None).collect(),
             nets: (0..MAX_NETWORKS).map(|_| None).collect(),
             ready: Vec::with_capacity(MAX_PORTS),
-            batch: Batch::new(),
-            busy_poll: Duration::from_micros(busy_poll_us as u64),
+            bufs: (0..BATCH).map(|_| PacketBuf::new()).collect(),
+            actions: [Action::Consumed; BATCH],
+            tally: Tally::default(),
+            router: Router::new(s.id as u16, s.workers as u16, s.arp),
+            pool: (0..handoff::POOL).map(|_| PacketBuf::new()).collect(),
+            pending: Vec::with_capacity(PENDING_MAX),
+            handoff: s.handoff,
+            to_wake: 0,
+            busy_poll: Duration::from_micros(u64::from(s.busy_poll_us)),
             largest: 0,
         }
     }
@@ -147,17 +162,24 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         // Until when to keep polling without sleeping (busy polling): each
         // sleep costs the sender a wake-up and us a context switch.
-        let mut spin_until: Option<std::time::Instant> = None;
+        let mut spin_until: Option<Instant> = None;
         // When this worker last forwarded a GSO super-frame.
-        let mut last_bulk: Option<std::time::Instant> = None;
+        let mut last_bulk: Option<Instant> = None;
         loop {
-            let spinning = spin_until.is_some_and(|t| std::time::Instant::now() < t);
+            let spinning = spin_until.is_some_and(|t| Instant::now() < t);
             if spinning && self.ready.is_empty() {
                 // A polite spin: a runnable thread on this core (a container's
                 // TCP stack, say) runs first.
                 std::thread::yield_now();
             }
-            let timeout = if self.ready.is_empty() && !spinning { None } else { Some(Duration::ZERO) };
+            let idle = self.ready.is_empty() && self.pending.is_empty() && self.handoff.inbox.is_empty();
+            let timeout = if !idle || spinning {
+                Some(Duration::ZERO)
+            } else if self.pending.is_empty() {
+                None
+            } else {
+                Some(Duration::from_millis(100))
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -185,14 +207,23 @@ impl Worker {
             if !self.handle_ctrl() {
                 return;
             }
+            let worked = !self.ready.is_empty() || !self.handoff.inbox.is_empty();
+            self.take_returns();
+            self.serve_handoffs();
             if !self.ready.is_empty() {
                 self.serve_ready();
+            }
+            if !self.pending.is_empty() {
+                self.serve_pending();
+            }
+            self.wake_owners();
+            if worked {
                 // Spin only after rounds of small frames: request/response
                 // and connection set-up, where the wake-up is most of the
                 // cost. A GSO super-frame means a bulk transfer, whose
                 // endpoints need the CPU more than we need the latency.
                 if !self.busy_poll.is_zero() {
-                    let now = std::time::Instant::now();
+                    let now = Instant::now();
                     if self.largest > SPIN_MAX_FRAME {
                         last_bulk = Some(now);
                     }
@@ -210,8 +241,14 @@ impl Worker {
         while let Ok(msg) = self.ctrl.try_recv() {
             match msg {
                 Ctrl::Shutdown => return false,
-                Ctrl::AddNetwork { net, fdb, done } => {
-                    self.nets[net as usize] = Some(WNet { fdb, ports: Vec::new() });
+                Ctrl::AddNetwork { net, fdb, cfg, done } => {
+                    self.nets[net as usize] = Some(WNet { fdb, ports: Vec::new(), cfg });
+                    let _ = done.send(());
+                }
+                Ctrl::SetNetwork { net, cfg, done } => {
+                    if let Some(n) = self.nets[net as usize].as_mut() {
+                        n.cfg = cfg;
+                    }
                     let _ = done.send(());
                 }
                 Ctrl::RemoveNetwork { net, done } => {
@@ -222,11 +259,15 @@ impl Worker {
                     }
                     let _ = done.send(());
                 }
-                Ctrl::AddPort { port, net, queue, done } => {
-                    let _ = done.send(self.add_port(port, net, queue));
+                Ctrl::AddPort { port, role, mtu, queue, done } => {
+                    let _ = done.send(self.add_port(port, role, mtu, queue));
                 }
                 Ctrl::RemovePort { port, done } => {
                     self.remove_port(port);
+                    let _ = done.send(());
+                }
+                Ctrl::SetRouter { cfg, done } => {
+                    self.router.cfg = cfg;
                     let _ = done.send(());
                 }
             }
@@ -234,16 +275,25 @@ impl Worker {
         true
     }
 
-    fn add_port(&mut self, port: PortId, net: NetId, queue: PortQueue) -> io::Result<()> {
-        let Some(n) = self.nets.get_mut(net as usize).and_then(Option::as_mut) else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no such network in the dataplane"));
-        };
+    fn add_port(&mut self, port: PortId, role: PortRole, mtu: u32, queue: PortQueue) -> io::Result<()> {
+        if let PortRole::Access(net) = role {
+            let Some(n) = self.nets.get_mut(net as usize).and_then(Option::as_mut) else {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "no such network in the dataplane"));
+            };
+            n.ports.push(port);
+        }
         let fd = queue.as_raw_fd();
-        self.poll.registry().register(&mut SourceFd(&fd), Token(port as usize), Interest::READABLE)?;
-        n.ports.push(port);
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), Token(port as usize), Interest::READABLE) {
+            if let PortRole::Access(net) = role {
+                if let Some(n) = self.nets[net as usize].as_mut() {
+                    n.ports.retain(|&q| q != port);
+                }
+            }
+            return Err(e);
+        }
         // The queue may already hold frames (edge-triggered: no event for
         // those), so start with it on the ready list.
-        self.ports[port as usize] = Some(WPort { queue, net, ready: true });
+        self.ports[port as usize] = Some(WPort { queue, role, mtu, ready: true });
         self.ready.push(port);
         Ok(())
     }
@@ -252,8 +302,10 @@ impl Worker {
         if let Some(p) = self.ports[port as usize].take() {
             let fd = p.queue.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            if let Some(n) = self.nets[p.net as usize].as_mut() {
-                n.ports.retain(|&q| q != port);
+            if let PortRole::Access(net) = p.role {
+                if let Some(n) = self.nets[net as usize].as_mut() {
+                    n.ports.retain(|&q| q != port);
+                }
             }
             self.ready.retain(|&q| q != port);
         }
@@ -279,208 +331,41 @@ impl Worker {
     fn serve(&mut self, ingress: PortId) -> bool {
         let mut served = 0;
         while served < BUDGET {
-            let (n, drained) = self.receive(ingress);
-            if n > 0 {
-                self.process(ingress, n);
-                served += n;
+            let Some(port) = self.ports[ingress as usize].as_mut() else { return true };
+            let stats = &self.stats.workers[self.id];
+            let r = port.queue.recv_batch(ingress, &mut self.bufs, |reason| {
+                stats.drop(reason);
+                stats.ports[ingress as usize].rx_dropped.inc();
+            });
+            if r.frames > 0 {
+                self.process(ingress, r.frames);
+                served += r.frames;
             }
-            if drained {
+            if r.drained {
                 return true;
             }
         }
         false
     }
 
-    /// Read up to [`BATCH`] frames from `ingress`.
-    #[inline]
-    fn receive(&mut self, ingress: PortId) -> (usize, bool) {
-        let Some(port) = self.ports[ingress as usize].as_ref() else { return (0, true) };
-        let stats = &self.stats.workers[self.id];
-        let mut n = 0;
-        while n < BATCH {
-            match port.queue.recv(&mut self.batch.bufs[n][HEADROOM..]) {
-                Ok(len) => {
-                    self.batch.lens[n] = len;
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (n, true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    stats.drop(DropReason::RxError);
-                    return (n, true);
-                }
-            }
-        }
-        (n, false)
-    }
-
-    /// Decide and transmit the `n` frames of the batch.
-    #[inline]
-    fn process(&mut self, ingress: PortId, n: usize) {
-        let now = self.clock.now_ms();
-        let stats = &self.stats.workers[self.id];
-        stats.frames.add(n as u64);
-        let Some(port) = self.ports[ingress as usize].as_ref() else { return };
-        let pc = &stats.ports[ingress as usize];
-        let Some(net) = self.nets[port.net as usize].as_ref() else {
-            stats.drops[DropReason::NoNetwork as usize].add(n as u64);
-            pc.rx_dropped.add(n as u64);
-            return;
-        };
-        let mut tally = Tally::default();
-        let Batch { bufs, lens, verdicts } = &mut self.batch;
-        let pkts: [&[u8]; BATCH] = std::array::from_fn(|i| &bufs[i][HEADROOM..HEADROOM + lens[i]]);
-        let rx_bytes = classify_batch(&net.fdb, ingress, &pkts[..n], now, &mut verdicts[..n], &mut tally);
-        self.largest = self.largest.max(lens[..n].iter().copied().max().unwrap_or(0));
-        pc.rx_packets.add(n as u64);
-        pc.rx_bytes.add(rx_bytes);
-        tally.flush(stats, port.net);
-
-        for i in 0..n {
-            let pkt = self.batch.packet(i);
-            match self.batch.verdicts[i] {
-                Verdict::Forward(out) => transmit(&self.ports, stats, out, pkt),
-                Verdict::Flood => {
-                    for &out in &net.ports {
-                        if out != ingress {
-                            transmit(&self.ports, stats, out, pkt);
-                        }
-                    }
-                }
-                Verdict::Drop(reason) => {
-                    stats.drop(reason);
-                    pc.rx_dropped.inc();
-                }
+    /// Take back buffers other workers have finished with.
+    fn take_returns(&mut self) {
+        while self.pool.len() < handoff::POOL {
+            match self.handoff.returns.try_recv() {
+                Ok(b) => self.pool.push(b),
+                Err(_) => break,
             }
         }
     }
-}
 
-/// Decide every packet (virtio-net header and frame, as read from a port) of
-/// a batch that arrived on `ingress`: `verdicts[i]` is for `pkts[i]`.
-/// Returns the bytes of Ethernet frame the batch held, for `rx_bytes`.
-///
-/// This is the worker's per-packet path up to the transmit: public only so
-/// the criterion benches measure the very code the worker runs.
-#[doc(hidden)]
-#[inline]
-pub fn classify_batch(
-    fdb: &Fdb,
-    ingress: PortId,
-    pkts: &[&[u8]],
-    now: u64,
-    verdicts: &mut [Verdict],
-    tally: &mut Tally,
-) -> u64 {
-    let mut rx_bytes = 0;
-    for (pkt, v) in pkts.iter().zip(verdicts.iter_mut()) {
-        rx_bytes += pkt.len().saturating_sub(VNET_HDR_LEN) as u64;
-        *v = classify(fdb, ingress, pkt, now, tally);
-    }
-    rx_bytes
-}
-
-/// Validate the port-level framing, then let the bridge decide.
-#[inline]
-fn classify(fdb: &Fdb, ingress: PortId, pkt: &[u8], now: u64, tally: &mut Tally) -> Verdict {
-    if pkt.len() < VNET_HDR_LEN + crate::wire::ethernet::HEADER_LEN {
-        return Verdict::Drop(DropReason::Runt);
-    }
-    if pkt.len() > VNET_HDR_LEN + MAX_FRAME {
-        return Verdict::Drop(DropReason::Oversize);
-    }
-    let (hdr, frame) = pkt.split_at(VNET_HDR_LEN);
-    if VnetHdr::new_unchecked(hdr).validate(frame.len()).is_err() {
-        return Verdict::Drop(DropReason::BadVnetHdr);
-    }
-    bridge::decide(fdb, ingress, frame, now, tally)
-}
-
-#[inline]
-fn transmit(ports: &[Option<WPort>], stats: &WorkerStats, out: PortId, pkt: &[u8]) {
-    let pc = &stats.ports[out as usize];
-    let Some(port) = ports.get(out as usize).and_then(Option::as_ref) else {
-        stats.drop(DropReason::TxError);
-        return;
-    };
-    match port.queue.send(pkt) {
-        Ok(_) => {
-            pc.tx_packets.inc();
-            pc.tx_bytes.add((pkt.len() - VNET_HDR_LEN) as u64);
-        }
-        Err(_) => {
-            stats.drop(DropReason::TxError);
-            pc.tx_dropped.inc();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pkt(hdr: [u8; 10], frame: &[u8]) -> Vec<u8> {
-        let mut v = hdr.to_vec();
-        v.extend_from_slice(frame);
-        v
-    }
-
-    const ARP: [u8; 42] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x42, 0x0a, 0x58, 0x00, 0x02, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00,
-        0x06, 0x04, 0x00, 0x01, 0x02, 0x42, 0x0a, 0x58, 0x00, 0x02, 0x0a, 0x58, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x0a, 0x58, 0x00, 0x03,
-    ];
-
-    #[test]
-    fn classify_checks_port_framing_first() {
-        let fdb = Fdb::new(8, 1000);
-        let mut t = Tally::default();
-        assert_eq!(classify(&fdb, 0, &pkt([0; 10], &ARP), 0, &mut t), Verdict::Flood);
-        assert_eq!(classify(&fdb, 0, &pkt([0; 10], &ARP[..13]), 0, &mut t), Verdict::Drop(DropReason::Runt));
-        assert_eq!(classify(&fdb, 0, &ARP[..9], 0, &mut t), Verdict::Drop(DropReason::Runt));
-        // GSO type 2 does not exist.
-        let bad = pkt([0, 2, 0, 0, 0, 0, 0, 0, 0, 0], &ARP);
-        assert_eq!(classify(&fdb, 0, &bad, 0, &mut t), Verdict::Drop(DropReason::BadVnetHdr));
-        let huge = vec![0u8; VNET_HDR_LEN + MAX_FRAME + 1];
-        assert_eq!(classify(&fdb, 0, &huge, 0, &mut t), Verdict::Drop(DropReason::Oversize));
-    }
-
-    /// The whole per-frame pipeline on 200k random and mutated inputs: no
-    /// panic, every verdict is one the worker can apply, the table stays
-    /// within its bound, and valid frames keep being forwarded.
-    #[test]
-    fn random_input_never_breaks_the_pipeline() {
-        let fdb = Fdb::new(64, 10_000);
-        let mut t = Tally::default();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let seed = pkt([0; 10], &ARP);
-        let mut buf = vec![0u8; 2048];
-        for i in 0..200_000u64 {
-            let len = (next() % 200) as usize;
-            match i % 3 {
-                0 => buf[..len].iter_mut().for_each(|b| *b = next() as u8),
-                _ => {
-                    let n = len.min(seed.len());
-                    buf[..n].copy_from_slice(&seed[..n]);
-                    for _ in 0..(next() % 4) {
-                        let at = (next() as usize) % n.max(1);
-                        buf[at] = next() as u8;
-                    }
-                }
-            }
-            let ingress = (next() % 8) as PortId;
-            match classify(&fdb, ingress, &buf[..len], i / 50, &mut t) {
-                Verdict::Forward(p) => assert!(p < 8 && p != ingress),
-                Verdict::Flood | Verdict::Drop(_) => {}
+    /// Wake the workers this one handed frames to.
+    fn wake_owners(&mut self) {
+        while self.to_wake != 0 {
+            let w = self.to_wake.trailing_zeros() as usize;
+            self.to_wake &= self.to_wake - 1;
+            if let Some(waker) = self.handoff.wakers.get(w) {
+                let _ = waker.wake();
             }
         }
-        assert!(fdb.len() <= 64);
-        assert_eq!(classify(&fdb, 1, &seed, 4_000, &mut t), Verdict::Flood);
     }
 }

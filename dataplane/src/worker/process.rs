@@ -1,0 +1,396 @@
+//! One batch through the stages, and what the worker does with each
+//! decision.
+//!
+//! A batch read from an access port (a container's TAP) goes through the
+//! learning bridge first ([`classify_batch`]); frames addressed to the
+//! network's gateway then go through the router. A batch read from the
+//! uplink goes straight to the router. Each stage runs over the whole batch
+//! before the next one starts, then every frame's [`Action`] is carried out.
+//! The only system calls are the reads and writes of the ports.
+
+use crate::bridge::{self, Fdb, Tally, Verdict};
+use crate::packet::PacketBuf;
+use crate::port::{PortId, PortQueue, GATEWAY_PORT};
+use crate::router::{Action, Neighbour};
+use crate::stats::{DropReason, RouterEvent, WorkerStats};
+use crate::wire::{ethernet, MacAddr};
+
+use super::handoff::{Handed, Resume};
+use super::{Pending, PortRole, WNet, WPort, Worker, BATCH, PENDING_MAX, PENDING_MS};
+
+/// The bridge stage over a batch from access port `ingress`: learn, look
+/// up, decide. `actions[i]` is for `bufs[i]`. With `icc` false
+/// (`--icc=false`) frames from one container to another are dropped and
+/// only the gateway is reachable. Returns the Ethernet bytes of the batch.
+///
+/// This is the worker's per-packet path up to the router: public so the
+/// criterion benches measure the very code the worker runs.
+#[doc(hidden)]
+#[inline]
+pub fn classify_batch(
+    fdb: &Fdb,
+    icc: bool,
+    ingress: PortId,
+    bufs: &[PacketBuf],
+    now: u64,
+    actions: &mut [Action],
+    tally: &mut Tally,
+) -> u64 {
+    let mut rx_bytes = 0;
+    for (b, a) in bufs.iter().zip(actions.iter_mut()) {
+        rx_bytes += b.len() as u64;
+        *a = match bridge::decide(fdb, ingress, b.frame(), now, tally) {
+            Verdict::Forward(GATEWAY_PORT) => Action::Gateway,
+            Verdict::Forward(_) if !icc => Action::Drop(DropReason::IccBlocked),
+            Verdict::Forward(p) => Action::Forward(p),
+            Verdict::Flood => Action::Flood,
+            Verdict::Drop(r) => Action::Drop(r),
+        };
+    }
+    rx_bytes
+}
+
+impl Worker {
+    /// Run the `n` frames just read from `ingress` through the stages and
+    /// carry out the actions.
+    pub(super) fn process(&mut self, ingress: PortId, n: usize) {
+        let now = self.clock.now_ms();
+        let Worker { stats, id, ports, nets, bufs, actions, tally, router, largest, .. } = self;
+        let stats = &stats.workers[*id];
+        stats.frames.add(n as u64);
+        let Some(port) = ports[ingress as usize].as_ref() else { return };
+        let pc = &stats.ports[ingress as usize];
+        pc.rx_packets.add(n as u64);
+        *largest = (*largest).max(bufs[..n].iter().map(PacketBuf::len).max().unwrap_or(0));
+        match port.role {
+            PortRole::Access(net) => {
+                let Some(wnet) = nets[net as usize].as_ref() else {
+                    stats.drops[DropReason::NoNetwork as usize].add(n as u64);
+                    pc.rx_dropped.add(n as u64);
+                    return;
+                };
+                for b in bufs[..n].iter_mut() {
+                    b.meta.net = net;
+                }
+                let icc = wnet.cfg.as_ref().is_none_or(|c| c.icc);
+                let rx_bytes = classify_batch(&wnet.fdb, icc, ingress, &bufs[..n], now, &mut actions[..n], tally);
+                pc.rx_bytes.add(rx_bytes);
+                tally.flush(stats, net);
+                for i in 0..n {
+                    if actions[i] == Action::Gateway {
+                        actions[i] = match wnet.cfg.as_deref() {
+                            Some(cfg) => router.from_net(cfg, &mut bufs[i], now, stats),
+                            None => Action::Drop(DropReason::NoRoute),
+                        };
+                    }
+                }
+            }
+            PortRole::Uplink => {
+                let mut rx_bytes = 0;
+                for i in 0..n {
+                    rx_bytes += bufs[i].len() as u64;
+                    actions[i] = router.from_uplink(&mut bufs[i], now, stats);
+                }
+                pc.rx_bytes.add(rx_bytes);
+            }
+        }
+        for i in 0..n {
+            let action = self.actions[i];
+            self.apply(ingress, i, action, now);
+        }
+    }
+
+    /// Carry out `action` for frame `i` of the batch.
+    fn apply(&mut self, ingress: PortId, i: usize, action: Action, now: u64) {
+        match action {
+            Action::Pend(next_hop) => self.pend(i, next_hop, now),
+            Action::Handoff(owner) => {
+                let resume = match self.ports.get(ingress as usize).and_then(Option::as_ref).map(|p| p.role) {
+                    Some(PortRole::Uplink) => Resume::FromUplink,
+                    _ => Resume::FromNet,
+                };
+                self.hand_off(i, owner, resume)
+            }
+            _ => {}
+        }
+        let stats = &self.stats.workers[self.id];
+        match action {
+            Action::Forward(out) => transmit(&mut self.ports, stats, out, &mut self.bufs[i]),
+            Action::Reply => transmit(&mut self.ports, stats, ingress, &mut self.bufs[i]),
+            Action::Flood => {
+                let net = self.bufs[i].meta.net;
+                let Some(wnet) = self.nets[net as usize].as_ref() else { return };
+                let icc = wnet.cfg.as_ref().is_none_or(|c| c.icc);
+                if icc {
+                    flood(&mut self.ports, stats, wnet, ingress, &mut self.bufs[i]);
+                }
+                if let Some(cfg) = wnet.cfg.as_deref() {
+                    self.router.flood_seen(cfg, &self.bufs[i], stats);
+                }
+            }
+            Action::Pend(_) | Action::Handoff(_) | Action::Consumed | Action::Gateway => {}
+            Action::Drop(reason) => {
+                stats.drop(reason);
+                stats.ports[ingress as usize].rx_dropped.inc();
+            }
+        }
+        if !self.router.emit.is_empty() {
+            let Worker { router, ports, .. } = self;
+            router.emit.drain(|port, b| transmit(ports, stats, port, b));
+        }
+    }
+
+    /// Keep frame `i` until the uplink's next hop is resolved; ask for it.
+    fn pend(&mut self, i: usize, next_hop: std::net::Ipv4Addr, now: u64) {
+        let stats = &self.stats.workers[self.id];
+        if self.router.arp.should_request(next_hop, now) {
+            self.router.request_arp(next_hop, stats);
+        }
+        if self.pending.len() >= PENDING_MAX {
+            stats.drop(DropReason::ArpUnresolved);
+            return;
+        }
+        let Some(spare) = self.pool.pop() else {
+            stats.drop(DropReason::ArpUnresolved);
+            return;
+        };
+        let buf = std::mem::replace(&mut self.bufs[i], spare);
+        self.pending.push(Pending { buf, next_hop, since: now });
+        stats.router(RouterEvent::ArpQueued);
+    }
+
+    /// Send frames whose next hop is now known; give up on old ones.
+    pub(super) fn serve_pending(&mut self) {
+        let now = self.clock.now_ms();
+        let stats = &self.stats.workers[self.id];
+        let Some(uplink) = self.router.cfg.uplink else {
+            for p in self.pending.drain(..) {
+                stats.drop(DropReason::NoUplink);
+                self.pool.push(p.buf);
+            }
+            return;
+        };
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &mut self.pending[i];
+            match self.router.arp.lookup(p.next_hop, now) {
+                Neighbour::Reachable(mac) | Neighbour::Stale(mac) => {
+                    let mut p = self.pending.swap_remove(i);
+                    set_eth_dst(&mut p.buf, mac);
+                    transmit(&mut self.ports, stats, uplink.port, &mut p.buf);
+                    self.pool.push(p.buf);
+                }
+                Neighbour::Unknown if now.saturating_sub(p.since) > PENDING_MS => {
+                    let p = self.pending.swap_remove(i);
+                    stats.drop(DropReason::ArpUnresolved);
+                    self.pool.push(p.buf);
+                }
+                Neighbour::Unknown => {
+                    let hop = p.next_hop;
+                    if self.router.arp.should_request(hop, now) {
+                        self.router.request_arp(hop, stats);
+                        let Worker { router, ports, .. } = self;
+                        router.emit.drain(|port, b| transmit(ports, stats, port, b));
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Hand frame `i` to the worker that owns its flow.
+    fn hand_off(&mut self, i: usize, owner: u16, resume: Resume) {
+        let stats = &self.stats.workers[self.id];
+        let w = owner as usize;
+        if w == self.id || w >= self.handoff.to.len() {
+            stats.drop(DropReason::HandoffFull);
+            return;
+        }
+        let Some(spare) = self.pool.pop() else {
+            stats.drop(DropReason::HandoffFull);
+            return;
+        };
+        let buf = std::mem::replace(&mut self.bufs[i], spare);
+        match self.handoff.to[w].try_send(Handed { buf, from: self.id as u16, resume }) {
+            Ok(()) => {
+                stats.router(RouterEvent::HandedOff);
+                self.to_wake |= 1 << w;
+            }
+            Err(e) => {
+                stats.drop(DropReason::HandoffFull);
+                self.pool.push(e.into_inner().buf);
+            }
+        }
+    }
+
+    /// Route the frames other workers handed over, on this worker's NAT
+    /// table, and return their buffers.
+    pub(super) fn serve_handoffs(&mut self) {
+        let now = self.clock.now_ms();
+        for _ in 0..BATCH {
+            let Ok(mut h) = self.handoff.inbox.try_recv() else { break };
+            let stats = &self.stats.workers[self.id];
+            stats.router(RouterEvent::HandedIn);
+            let ingress = h.buf.meta.port;
+            let action = match h.resume {
+                Resume::FromUplink => self.router.from_uplink(&mut h.buf, now, stats),
+                Resume::FromNet => match self.nets.get(h.buf.meta.net as usize).and_then(Option::as_ref) {
+                    Some(WNet { cfg: Some(cfg), .. }) => self.router.from_net(cfg, &mut h.buf, now, stats),
+                    _ => Action::Drop(DropReason::NoNetwork),
+                },
+            };
+            // Carry it out through the batch machinery with the frame in
+            // slot 0's place: swap it in and back.
+            std::mem::swap(&mut self.bufs[0], &mut h.buf);
+            match action {
+                Action::Handoff(_) => {
+                    // The owner is deterministic: a second hand-off means the
+                    // workers disagree on it. Never bounce frames around.
+                    stats.drop(DropReason::HandoffFull);
+                }
+                a => self.apply(ingress, 0, a, now),
+            }
+            std::mem::swap(&mut self.bufs[0], &mut h.buf);
+            let from = h.from as usize;
+            if let Some(tx) = self.handoff.returns_to.get(from) {
+                let _ = tx.try_send(h.buf);
+            }
+        }
+    }
+}
+
+/// Write `buf` to every access port of `wnet` but `ingress`.
+#[inline]
+fn flood(ports: &mut [Option<WPort>], stats: &WorkerStats, wnet: &WNet, ingress: PortId, buf: &mut PacketBuf) {
+    for &out in &wnet.ports {
+        if out != ingress {
+            transmit(ports, stats, out, buf);
+        }
+    }
+}
+
+#[inline]
+fn set_eth_dst(buf: &mut PacketBuf, mac: MacAddr) {
+    if let Some(d) = buf.frame_mut().get_mut(..6) {
+        d.copy_from_slice(&mac.0);
+    }
+}
+
+/// The length of the frames `buf` becomes on the wire after segmentation
+/// (a GSO super-frame by its segment size), for the MTU check. Counted
+/// without the Ethernet header, as an interface's MTU is.
+#[inline]
+fn wire_len(buf: &PacketBuf) -> usize {
+    let f = buf.frame();
+    let o = &buf.meta.offload;
+    let l2 = match f.get(12..14) {
+        Some([0x81, 0x00]) | Some([0x88, 0xa8]) => ethernet::HEADER_LEN + 4,
+        _ => ethernet::HEADER_LEN,
+    };
+    if !o.is_gso() {
+        return f.len().saturating_sub(l2);
+    }
+    // A GSO frame always asks for the checksum; csum_start is the L4
+    // header. TCP: its data offset; UDP: 8 bytes.
+    let l4 = usize::from(o.csum_start);
+    let l4_len = match o.gso_type & !crate::wire::vnet::GSO_ECN {
+        crate::wire::vnet::GSO_TCPV4 | crate::wire::vnet::GSO_TCPV6 => {
+            f.get(l4 + 12).map_or(20, |b| usize::from(b >> 4) * 4)
+        }
+        _ => 8,
+    };
+    (l4 + l4_len + usize::from(o.gso_size)).saturating_sub(l2).min(f.len().saturating_sub(l2))
+}
+
+/// Send `buf` out of `out`, counting it, unless it exceeds the port's MTU.
+#[inline]
+pub(super) fn transmit(ports: &mut [Option<WPort>], stats: &WorkerStats, out: PortId, buf: &mut PacketBuf) {
+    let Some(port) = ports.get_mut(out as usize).and_then(Option::as_mut) else {
+        stats.drop(DropReason::TxError);
+        return;
+    };
+    let pc = &stats.ports[out as usize];
+    if wire_len(buf) > port.mtu as usize {
+        stats.drop(DropReason::Oversize);
+        pc.tx_dropped.inc();
+        return;
+    }
+    match send(&mut port.queue, buf) {
+        Ok(()) => {
+            pc.tx_packets.inc();
+            pc.tx_bytes.add(buf.len() as u64);
+        }
+        Err(_) => {
+            stats.drop(DropReason::TxError);
+            pc.tx_dropped.inc();
+        }
+    }
+}
+
+#[inline]
+fn send(q: &mut PortQueue, buf: &mut PacketBuf) -> std::io::Result<()> {
+    q.send(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Offload;
+
+    const ARP: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x42, 0x0a, 0x58, 0x00, 0x02, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00,
+        0x06, 0x04, 0x00, 0x01, 0x02, 0x42, 0x0a, 0x58, 0x00, 0x02, 0x0a, 0x58, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x0a, 0x58, 0x00, 0x03,
+    ];
+
+    fn buf(frame: &[u8], offload: Offload) -> PacketBuf {
+        let mut b = PacketBuf::new();
+        b.fill(frame);
+        b.meta.offload = offload;
+        b
+    }
+
+    #[test]
+    fn gateway_and_icc_verdicts() {
+        let fdb = Fdb::new(8, 1000);
+        let gw = MacAddr([0x02, 0x42, 0x0a, 0x58, 0x00, 0x01]);
+        fdb.insert_static(gw, GATEWAY_PORT);
+        let mut t = Tally::default();
+        let mut a = [Action::Consumed; 3];
+        // ARP broadcast from A (port 1) → flood; B (port 2) answers A.
+        let mut to_a = ARP;
+        to_a[..6].copy_from_slice(&ARP[6..12]);
+        to_a[6..12].copy_from_slice(&[2, 0x42, 10, 88, 0, 3]);
+        let mut to_gw = ARP;
+        to_gw[..6].copy_from_slice(&gw.0);
+        let bufs = [buf(&ARP, Offload::NONE), buf(&to_gw, Offload::NONE)];
+        classify_batch(&fdb, true, 1, &bufs, 0, &mut a[..2], &mut t);
+        assert_eq!(a[..2], [Action::Flood, Action::Gateway]);
+        let bufs = [buf(&to_a, Offload::NONE)];
+        classify_batch(&fdb, true, 2, &bufs, 0, &mut a[..1], &mut t);
+        assert_eq!(a[0], Action::Forward(1));
+        classify_batch(&fdb, false, 2, &bufs, 0, &mut a[..1], &mut t);
+        assert_eq!(a[0], Action::Drop(DropReason::IccBlocked));
+    }
+
+    #[test]
+    fn wire_len_counts_gso_frames_by_segment() {
+        let mut f = vec![0u8; 20_000];
+        f[12] = 0x08;
+        f[34 + 12] = 0x80; // TCP data offset 8 words = 32 bytes
+        let tso = Offload {
+            flags: crate::wire::vnet::F_NEEDS_CSUM,
+            gso_type: crate::wire::vnet::GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        assert_eq!(wire_len(&buf(&f, tso)), 20 + 32 + 1448);
+        assert_eq!(wire_len(&buf(&f[..1514], Offload::NONE)), 1500);
+        // A VLAN tag does not count against the MTU.
+        let mut v = f[..1518].to_vec();
+        v[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(wire_len(&buf(&v, Offload::NONE)), 1500);
+    }
+}
