@@ -12,6 +12,7 @@
 //! (a UDP or raw IP socket per worker) become further variants of
 //! [`PortQueue`]; the worker loop does not change.
 
+pub mod packet;
 pub mod steer;
 pub mod tap;
 
