@@ -845,6 +845,23 @@ mod tests {
         with_veth(|v| {
             let q = PacketQueue::open(UP).unwrap();
             assert_eq!((q.ifindex(), q.fanout_group()), (v.up, None));
+            // As root the buffers get SOCKET_BUFFER whatever rmem_max says
+            // (the kernel reports the doubled size it books).
+            for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+                let mut size: libc::c_int = 0;
+                let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: q's fd is open; size and len are valid for writes.
+                let rc = unsafe {
+                    libc::getsockopt(
+                        q.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&mut size as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                };
+                assert_eq!((rc, size as usize), (0, 2 * SOCKET_BUFFER));
+            }
             let peer = Raw::open(v.peer);
             let mut buf = vec![0u8; 70_000];
             assert_eq!(q.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
@@ -1177,6 +1194,55 @@ mod tests {
     #[ignore = "needs root: creates a veth pair in a private network namespace"]
     fn fanout_of_3_steers_like_uplink_hash() {
         fanout_steers_like_uplink_hash(3);
+    }
+
+    /// What the fanout hook's program sees on this kernel, with probe
+    /// programs in place of the steering one: `skb->data` is at the network
+    /// header (an absolute `ldb [0]` reads the IPv4 version/IHL byte, not the
+    /// destination MAC), and `ldxb 4*([SKF_NET_OFF]&0xf)` works.
+    #[test]
+    #[ignore = "needs root: creates a veth pair in a private network namespace"]
+    fn fanout_program_runs_at_the_network_header() {
+        use libc::{BPF_ABS, BPF_B, BPF_LD, BPF_LDX, BPF_MISC, BPF_MSH, BPF_RET, BPF_TXA};
+        with_veth(|v| {
+            let qs = open_fanout(UP, 2, None).unwrap();
+            let peer = Raw::open(v.peer);
+            let ins = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+            // Two IPv4 frames to MAC 02:…, one with IHL 5 (0x45), one with
+            // IHL 6 (0x46): the MAC byte is even for both.
+            let plain = steer::tests::udp([192, 0, 2, 1], IP_UP, 1, 2);
+            // (Length and checksum are not fixed up: the hook runs before
+            // any IP validation.)
+            let mut options = plain.clone();
+            options.splice(34..34, [1u8; 4]);
+            options[14] = 0x46;
+            let cases: [(Vec<libc::sock_filter>, [usize; 2]); 2] = [
+                // A = byte 0 of skb->data: 0x45 -> member 1, 0x46 -> member 0.
+                (vec![ins(BPF_LD | BPF_B | BPF_ABS, 0), ins(BPF_RET | libc::BPF_A, 0)], [1, 0]),
+                // A = 4 * IHL: 20 -> member 0, 24 -> member 0; add 1 to tell
+                // a fault (0 -> member 0) from success.
+                (
+                    vec![
+                        ins(BPF_LDX | BPF_B | BPF_MSH, libc::SKF_NET_OFF as u32),
+                        ins(BPF_MISC | BPF_TXA, 0),
+                        ins(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K, 1),
+                        ins(BPF_RET | libc::BPF_A, 0),
+                    ],
+                    [1, 1],
+                ),
+            ];
+            for (prog, want) in cases {
+                let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
+                setsockopt(&qs[0].fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog).unwrap();
+                for (frame, member) in [&plain, &options].into_iter().zip(want) {
+                    peer.send(frame);
+                    let mut buf = vec![0u8; 2048];
+                    let m = recv_wait(&qs[member], &mut buf, WAIT).expect("on the predicted member");
+                    assert_eq!(&buf[VNET_HDR_LEN..m.len], &frame[..]);
+                    assert_eq!(qs[1 - member].recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+                }
+            }
+        });
     }
 
     #[test]

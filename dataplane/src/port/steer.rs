@@ -62,9 +62,13 @@
 //! - `BPF_MSH` only takes an absolute offset, so the quoted header's IHL is
 //!   computed with an indirect load, `and #0xf` and `lsh #2`.
 //!
-//! The privileged test in [`super::packet`] feeds crafted and kernel-made
-//! frames through a real fanout group and checks every frame lands on member
-//! `uplink_hash(frame) % n`.
+//! The privileged tests in [`super::packet`] check this on the running
+//! kernel: probe programs show that an absolute `ldb [0]` reads the IPv4
+//! header and that `BPF_MSH` takes `SKF_NET_OFF`
+//! (`fanout_program_runs_at_the_network_header`), and crafted, kernel-made
+//! and jumbo frames with their headers in paged fragments go through real
+//! fanout groups of 2 and 3 and each lands on member `uplink_hash(frame) % n`
+//! only (`fanout_of_{2,3}_steers_like_uplink_hash`).
 
 use std::net::Ipv4Addr;
 
