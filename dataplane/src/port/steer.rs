@@ -80,11 +80,12 @@ pub fn flow_hash(ip: Ipv4Addr, port: u16) -> u32 {
 }
 
 /// The worker (`0..n_workers`) the fanout group delivers a frame with
-/// steering key `hash` to. `n_workers` must not be 0.
+/// steering key `hash` to, as the kernel computes it (`u32 % u32`); 0 when
+/// there are no workers.
 #[inline]
 pub fn worker_for(hash: u32, n_workers: usize) -> usize {
-    // The kernel computes `u32 % u32`; n_workers is at most a few hundred.
-    (hash % n_workers as u32) as usize
+    let n = u32::try_from(n_workers).unwrap_or(u32::MAX);
+    hash.checked_rem(n).unwrap_or(0) as usize
 }
 
 /// EtherType of IPv4 (IEEE 802 numbers).
@@ -564,6 +565,8 @@ pub(crate) mod tests {
         assert_eq!(flow_hash(Ipv4Addr::new(255, 255, 255, 250), 10), 4);
         assert_eq!(worker_for(flow_hash(Ipv4Addr::new(10, 0, 0, 1), 80), 3), (0x0a00_0001 + 80) % 3);
         assert_eq!(worker_for(u32::MAX, 2), 1);
+        assert_eq!(worker_for(7, 1), 0);
+        assert_eq!(worker_for(7, 0), 0, "no panic");
     }
 
     #[test]
