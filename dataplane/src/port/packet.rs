@@ -383,7 +383,8 @@ impl PacketQueue {
         self.fanout
     }
 
-    /// Read one message: the virtio-net header and the frame.
+    /// Read one message: the virtio-net header and the frame. Errors as
+    /// for [`PacketQueue::recv_batch`].
     #[inline]
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
         // SAFETY: sockaddr_ll and msghdr are plain C structs; all-zero
