@@ -16,6 +16,8 @@
 //! the bytes. A port that cannot carry it needs GSO resolved (segmented in
 //! software) before it.
 
+pub mod packet;
+pub mod steer;
 pub mod tap;
 
 use std::io;
