@@ -281,9 +281,22 @@ impl PacketBuf {
     /// front of the frame, so nothing is copied.
     #[inline]
     pub fn vnet_bytes(&mut self) -> &[u8] {
+        self.write_vnet_hdr();
+        self.vnet_slice()
+    }
+
+    /// Write the virtio-net header from the metadata in front of the frame.
+    #[inline]
+    pub fn write_vnet_hdr(&mut self) {
         let at = self.start - VNET_HDR_LEN;
         self.meta.offload.to_vnet(&mut self.data[at..self.start]);
-        &self.data[at..self.start + self.len]
+    }
+
+    /// `[virtio-net header | frame]` as last written by
+    /// [`Self::write_vnet_hdr`].
+    #[inline]
+    pub fn vnet_slice(&self) -> &[u8] {
+        &self.data[self.start - VNET_HDR_LEN..self.start + self.len]
     }
 }
 

@@ -9,6 +9,7 @@
 //! | kind | what | virtio-net header | batch I/O |
 //! |---|---|---|---|
 //! | [`tap`] | a container's `eth0`, a multi-queue TAP | yes (`IFF_VNET_HDR`) | no: one `read`/`write` per frame |
+//! | [`packet`] | the uplink, an AF_PACKET socket per worker in a fanout group steered by [`steer`] | yes (`PACKET_VNET_HDR`) | yes: `recvmmsg`/`sendmmsg` |
 //!
 //! A port that speaks virtio-net headers carries offload metadata (GSO,
 //! partial checksums) with every frame, so 64 KiB TCP super-frames cross the
@@ -47,6 +48,7 @@ pub struct Caps {
 #[derive(Debug)]
 pub enum PortQueue {
     Tap(tap::TapQueue),
+    Packet(packet::PacketQueue),
 }
 
 /// What one [`PortQueue::recv_batch`] call did.
@@ -64,6 +66,7 @@ impl PortQueue {
     pub fn caps(&self) -> Caps {
         match self {
             PortQueue::Tap(_) => Caps { vnet_hdr: true, batch: false },
+            PortQueue::Packet(_) => Caps { vnet_hdr: true, batch: true },
         }
     }
 
@@ -100,7 +103,91 @@ impl PortQueue {
                 }
                 Received { frames: n, drained: false }
             }
+            PortQueue::Packet(q) => {
+                let want = bufs.len().min(packet::MAX_BATCH);
+                let mut meta = [packet::RecvMeta::default(); packet::MAX_BATCH];
+                let got = match q.recv_batch(bufs[..want].iter_mut().map(|b| b.rx_area(true)), &mut meta[..want]) {
+                    Ok(k) => k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received { frames: 0, drained: true },
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                    Err(_) => {
+                        // One frame was lost (a GSO type the header cannot
+                        // express, say); the socket goes on.
+                        drop(DropReason::RxError);
+                        0
+                    }
+                };
+                // Keep the good frames at the front.
+                let mut n = 0;
+                for (i, m) in meta[..got].iter().enumerate() {
+                    let len = match m.accept() {
+                        Ok(len) => len,
+                        // Not for us (another host's MAC, our own frames):
+                        // not a drop, just not ours.
+                        Err(packet::RxReject::OtherHost | packet::RxReject::Outgoing) => continue,
+                        Err(packet::RxReject::Truncated) => {
+                            drop(DropReason::Oversize);
+                            continue;
+                        }
+                        Err(packet::RxReject::UnknownType) => {
+                            drop(DropReason::RxError);
+                            continue;
+                        }
+                    };
+                    if i != n {
+                        bufs.swap(i, n);
+                    }
+                    match bufs[n].set_received(len, true, port) {
+                        Ok(()) => n += 1,
+                        Err(r) => drop(r),
+                    }
+                }
+                Received { frames: n, drained: got < want }
+            }
         }
+    }
+
+    /// Send frames whose virtio-net headers are already written
+    /// ([`PacketBuf::write_vnet_hdr`]) with as few system calls as the kind
+    /// allows. Returns how many went out; `sent(i, ok)` is told the fate of
+    /// each frame in order. A full socket buffer drops the rest.
+    #[inline]
+    pub fn send_many(&mut self, frames: &[&[u8]], mut sent: impl FnMut(usize, bool)) -> usize {
+        let mut ok = 0;
+        match self {
+            PortQueue::Tap(q) => {
+                for (i, f) in frames.iter().enumerate() {
+                    let good = q.send(f).is_ok();
+                    ok += usize::from(good);
+                    sent(i, good);
+                }
+            }
+            PortQueue::Packet(q) => {
+                let mut i = 0;
+                while i < frames.len() {
+                    match q.send_batch(frames[i..].iter().copied()) {
+                        Ok(k) => {
+                            for j in i..i + k {
+                                sent(j, true);
+                            }
+                            ok += k;
+                            i += k.max(1);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            for j in i..frames.len() {
+                                sent(j, false);
+                            }
+                            break;
+                        }
+                        Err(_) => {
+                            sent(i, false);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+        }
+        ok
     }
 
     /// Send one frame.
@@ -108,6 +195,7 @@ impl PortQueue {
     pub fn send(&mut self, buf: &mut PacketBuf) -> io::Result<()> {
         match self {
             PortQueue::Tap(q) => q.send(buf.vnet_bytes()).map(|_| ()),
+            PortQueue::Packet(q) => q.send(buf.vnet_bytes()).map(|_| ()),
         }
     }
 }
@@ -116,6 +204,7 @@ impl AsRawFd for PortQueue {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             PortQueue::Tap(q) => q.as_raw_fd(),
+            PortQueue::Packet(q) => q.as_raw_fd(),
         }
     }
 }

@@ -111,6 +111,12 @@ pub(crate) struct Worker {
     handoff: handoff::Handoff,
     /// Workers woken up for hand-offs during the current batch.
     to_wake: u64,
+    /// Frames of the current batch to send with one system call per port
+    /// at the end of the batch (ports that can batch): `(port, slot)`.
+    deferred: Vec<(PortId, usize)>,
+    /// Whether [`Worker::apply`] is working on the current batch (true) or
+    /// on a frame outside it (hand-offs, frames that waited for ARP).
+    in_batch: bool,
     busy_poll: Duration,
     /// The largest frame handled since the worker last chose whether to spin.
     largest: usize,
@@ -148,6 +154,8 @@ impl Worker {
             pending: Vec::with_capacity(PENDING_MAX),
             handoff: s.handoff,
             to_wake: 0,
+            deferred: Vec::with_capacity(BATCH),
+            in_batch: false,
             busy_poll: Duration::from_micros(u64::from(s.busy_poll_us)),
             largest: 0,
         }

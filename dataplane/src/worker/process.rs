@@ -94,10 +94,51 @@ impl Worker {
                 pc.rx_bytes.add(rx_bytes);
             }
         }
+        self.in_batch = true;
         for i in 0..n {
             let action = self.actions[i];
             self.apply(ingress, i, action, now);
         }
+        self.in_batch = false;
+        self.flush_deferred();
+    }
+
+    /// Send the frames [`Worker::apply`] put aside for ports that batch.
+    fn flush_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let stats = &self.stats.workers[self.id];
+        let Worker { deferred, bufs, ports, .. } = self;
+        deferred.sort_unstable_by_key(|&(p, _)| p);
+        let mut at = 0;
+        while at < deferred.len() {
+            let port = deferred[at].0;
+            let end = at + deferred[at..].iter().take_while(|&&(p, _)| p == port).count();
+            for &(_, slot) in &deferred[at..end] {
+                bufs[slot].write_vnet_hdr();
+            }
+            let mut frames: [&[u8]; BATCH] = [&[]; BATCH];
+            for (k, &(_, slot)) in deferred[at..end].iter().enumerate() {
+                frames[k] = bufs[slot].vnet_slice();
+            }
+            let pc = &stats.ports[port as usize];
+            if let Some(p) = ports.get_mut(port as usize).and_then(Option::as_mut) {
+                p.queue.send_many(&frames[..end - at], |k, ok| {
+                    if ok {
+                        pc.tx_packets.inc();
+                        pc.tx_bytes.add(frames[k].len().saturating_sub(crate::wire::VNET_HDR_LEN) as u64);
+                    } else {
+                        stats.drop(DropReason::TxError);
+                        pc.tx_dropped.inc();
+                    }
+                });
+            } else {
+                stats.drops[DropReason::TxError as usize].add((end - at) as u64);
+            }
+            at = end;
+        }
+        deferred.clear();
     }
 
     /// Carry out `action` for frame `i` of the batch.
@@ -115,8 +156,21 @@ impl Worker {
         }
         let stats = &self.stats.workers[self.id];
         match action {
-            Action::Forward(out) => transmit(&mut self.ports, stats, out, &mut self.bufs[i]),
-            Action::Reply => transmit(&mut self.ports, stats, ingress, &mut self.bufs[i]),
+            Action::Forward(_) | Action::Reply => {
+                let out = if let Action::Forward(p) = action { p } else { ingress };
+                let batchable = self.in_batch
+                    && self.ports.get(out as usize).and_then(Option::as_ref).is_some_and(|p| p.queue.caps().batch);
+                if batchable && self.deferred.len() < BATCH {
+                    if fits_mtu(&self.ports, out, &self.bufs[i]) {
+                        self.deferred.push((out, i));
+                    } else {
+                        stats.drop(DropReason::Oversize);
+                        stats.ports[out as usize].tx_dropped.inc();
+                    }
+                } else {
+                    transmit(&mut self.ports, stats, out, &mut self.bufs[i]);
+                }
+            }
             Action::Flood => {
                 let net = self.bufs[i].meta.net;
                 let Some(wnet) = self.nets[net as usize].as_ref() else { return };
@@ -300,6 +354,13 @@ fn wire_len(buf: &PacketBuf) -> usize {
         _ => 8,
     };
     (l4 + l4_len + usize::from(o.gso_size)).saturating_sub(l2).min(f.len().saturating_sub(l2))
+}
+
+/// Whether `buf` fits the MTU of port `out` (an unknown port: yes, the
+/// send will count the error).
+#[inline]
+fn fits_mtu(ports: &[Option<WPort>], out: PortId, buf: &PacketBuf) -> bool {
+    ports.get(out as usize).and_then(Option::as_ref).is_none_or(|p| wire_len(buf) <= p.mtu as usize)
 }
 
 /// Send `buf` out of `out`, counting it, unless it exceeds the port's MTU.
