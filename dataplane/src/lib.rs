@@ -8,6 +8,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod bridge;
+pub mod dns;
 pub mod port;
 pub mod stats;
 pub mod wire;

@@ -1,0 +1,1 @@
+//! The stateless TCP responder on real segments.
