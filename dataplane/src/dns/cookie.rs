@@ -6,13 +6,12 @@
 //! segment, so the segment that carries the query proves that its sender
 //! saw our SYN-ACK, without any state kept between the two.
 //!
-//! Layout of the 32-bit cookie: the hash, its low 3 bits XORed with an
-//! index into [`MSS_TABLE`] that remembers the client's MSS (as Linux's
-//! SYN cookies do), so the answer can be sized to what the client accepts.
-//! The index is not authenticated; a client that flips it only chooses a
-//! different segment size for its own answer. 29 bits authenticate the
-//! connection: a blind guess is accepted with a probability of 2^-28 (two
-//! time slots are tried).
+//! Layout of the 32-bit cookie: the low 3 bits are an index into
+//! [`MSS_TABLE`] that remembers the client's MSS (as Linux's SYN cookies
+//! do), so the answer can be sized to what the client accepts; the upper
+//! 29 bits are the upper 29 bits of the hash, whose input includes the
+//! index. Every bit counts: a changed index changes the hash. A blind guess
+//! is accepted with a probability of 2^-28 (two time slots are tried).
 //!
 //! The hash is SipHash-2-4 (Aumasson and Bernstein, "SipHash: a fast
 //! short-input PRF", 2012) under a 128-bit secret the caller supplies and
@@ -30,6 +29,8 @@ pub const SLOT_MS: u64 = 64_000;
 /// client announcing less is taken at 536. 1460 is Ethernet's 1500-byte
 /// MTU, 8960 a 9000-byte jumbo MTU.
 pub const MSS_TABLE: [u16; 8] = [536, 1200, 1360, 1400, 1440, 1460, 4016, 8960];
+/// The cookie bits that hold the index into `MSS_TABLE`.
+const MSS_MASK: u32 = 0b111;
 
 /// The secret key of the cookies.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -120,14 +121,15 @@ fn siphash24(key: &CookieKey, msg: &[u8]) -> u64 {
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
-fn hash(key: &CookieKey, t: &FourTuple, client_isn: u32, slot: u64) -> u32 {
+/// The hash of a connection in time slot `slot` with MSS index `mss_idx`.
+fn hash(key: &CookieKey, t: &FourTuple, client_isn: u32, slot: u64, mss_idx: u8) -> u32 {
     let mut m = [0u8; 24];
     m[0..4].copy_from_slice(&t.src_addr.octets());
     m[4..8].copy_from_slice(&t.dst_addr.octets());
     m[8..10].copy_from_slice(&t.src_port.to_be_bytes());
     m[10..12].copy_from_slice(&t.dst_port.to_be_bytes());
     m[12..16].copy_from_slice(&client_isn.to_be_bytes());
-    m[16..24].copy_from_slice(&slot.to_be_bytes());
+    m[16..24].copy_from_slice(&((slot << 3) | u64::from(mss_idx)).to_be_bytes());
     siphash24(key, &m) as u32
 }
 
@@ -139,7 +141,8 @@ pub fn mss_index(mss: u16) -> u8 {
 /// Our ISN for a SYN with sequence number `client_isn` and MSS option
 /// `client_mss` (536 if it had none), at time `now_ms`.
 pub fn make(key: &CookieKey, t: &FourTuple, client_isn: u32, client_mss: u16, now_ms: u64) -> u32 {
-    hash(key, t, client_isn, now_ms / SLOT_MS) ^ u32::from(mss_index(client_mss))
+    let idx = mss_index(client_mss);
+    (hash(key, t, client_isn, now_ms / SLOT_MS, idx) & !MSS_MASK) | u32::from(idx)
 }
 
 /// Check `cookie`, the acknowledgment number less one, of a segment whose
@@ -147,10 +150,9 @@ pub fn make(key: &CookieKey, t: &FourTuple, client_isn: u32, client_mss: u16, no
 /// was made in this slot or the one before.
 pub fn check(key: &CookieKey, t: &FourTuple, client_isn: u32, cookie: u32, now_ms: u64) -> Option<u16> {
     let slot = now_ms / SLOT_MS;
-    [Some(slot), slot.checked_sub(1)].into_iter().flatten().find_map(|s| {
-        let diff = cookie ^ hash(key, t, client_isn, s);
-        (diff >> 3 == 0).then(|| MSS_TABLE[diff as usize])
-    })
+    let idx = (cookie & MSS_MASK) as u8;
+    let mut slots = [Some(slot), slot.checked_sub(1)].into_iter().flatten();
+    slots.any(|s| (hash(key, t, client_isn, s, idx) ^ cookie) & !MSS_MASK == 0).then(|| MSS_TABLE[usize::from(idx)])
 }
 
 #[cfg(test)]
@@ -212,12 +214,14 @@ mod tests {
         ] {
             assert_eq!(check(&KEY, &t, isn, c, now), None, "{t:?}");
         }
-        // Any flip in the authenticated bits is caught; the MSS bits are
-        // free to change.
-        for bit in 3..32 {
+        // Any flipped bit is caught, those of the MSS index included, and
+        // so is a cookie off by one either way.
+        for bit in 0..32 {
             assert_eq!(check(&KEY, &tuple(), isn, c ^ (1 << bit), now), None, "bit {bit}");
         }
-        assert_eq!(check(&KEY, &tuple(), isn, c ^ 0b101, now), Some(MSS_TABLE[5 ^ 0b101]));
+        assert_eq!(check(&KEY, &tuple(), isn, c.wrapping_add(1), now), None);
+        assert_eq!(check(&KEY, &tuple(), isn, c.wrapping_sub(1), now), None);
+        assert_eq!(c & MSS_MASK, 5, "the index of 1460 in plain sight");
         // Slot 0 has no slot before it.
         let c0 = make(&KEY, &tuple(), isn, 536, 0);
         assert_eq!(check(&KEY, &tuple(), isn, c0, 1), Some(536));
