@@ -8,15 +8,17 @@
 //! Names are kept in lowercased, uncompressed wire form (length bytes and
 //! labels, root byte included), so `web.front` and the single label
 //! `web.front` (with a dot inside) can never be confused, and matching is
-//! one hash lookup. Matching is case-insensitive for ASCII letters only
+//! one hash lookup (hashbrown with its default foldhash, seeded at random
+//! per table). Matching is case-insensitive for ASCII letters only
 //! (RFC 4343 §3); other bytes match exactly.
 //!
 //! A name may have several addresses (a container with several endpoints
 //! on the network, or several containers answering to one alias): a lookup
 //! returns all of them, in the order they were first given, each once.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
+
+use hashbrown::HashMap;
 
 use crate::wire::dns::{self, DnsError, MAX_LABEL_LEN, MAX_NAME_LEN};
 
