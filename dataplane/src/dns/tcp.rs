@@ -17,7 +17,7 @@
 //! | ACK with data, valid cookie, less than a DNS header, or a response | RST (`BadMessage`) |
 //! | ACK with data, bad or expired cookie | RST (`BadCookie`) |
 //! | FIN (with ACK, no data) | ACK of the FIN: SEQ = SEG.ACK, ACK = SEG.SEQ + 1 |
-//! | ACK with no data: the handshake's third segment, or the client acknowledging our answer and FIN | nothing |
+//! | ACK with no data: the handshake's third segment, or the client acknowledging our answer and FIN | nothing, whatever its numbers: the second kind is not at ISN + 1, so no cookie can be checked, and a bad one would only get a RST later, with its data |
 //! | RST | nothing |
 //! | SYN+ACK | RST (`SynAck`) |
 //! | no ACK, no SYN, no RST | RST+ACK (`NoAck`) |
