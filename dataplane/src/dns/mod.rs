@@ -254,24 +254,22 @@ fn write(
         r.set_recursion_available(true);
         Some(r.finish())
     };
-    match plan {
-        Plan::Drop(_) => None,
-        Plan::FormErr => Some((header_only(buf, Rcode::FormErr)?, Written::FormErr)),
-        Plan::NotImp => Some((header_only(buf, Rcode::NotImp)?, Written::NotImp)),
-        Plan::BadVers { question_end, opt } => {
+    match (plan, refusal) {
+        (Plan::Drop(_), _) | (Plan::NotOurs { .. }, None) => None,
+        (Plan::FormErr, _) => Some((header_only(buf, Rcode::FormErr)?, Written::FormErr)),
+        (Plan::NotImp, _) => Some((header_only(buf, Rcode::NotImp)?, Written::NotImp)),
+        (Plan::BadVers { question_end, opt }, _) => {
             let opt = reply_opt(Some(opt), table);
             let mut r = Response::new(buf, question_end, limit, Rcode::BadVers, opt).ok()?;
             r.set_recursion_available(true);
             Some((r.finish(), Written::BadVers))
         }
-        Plan::Answer { question_end, opt, .. } | Plan::NotOurs { question_end, opt } if refusal.is_some() => {
-            let rcode = refusal.unwrap_or(Rcode::Refused);
+        (Plan::Answer { question_end, opt, .. } | Plan::NotOurs { question_end, opt }, Some(rcode)) => {
             let mut r = Response::new(buf, question_end, limit, rcode, reply_opt(opt, table)).ok()?;
             r.set_recursion_available(true);
             Some((r.finish(), Written::Refused))
         }
-        Plan::NotOurs { .. } => None,
-        Plan::Answer { question_end, opt, addrs } => {
+        (Plan::Answer { question_end, opt, addrs }, None) => {
             let mut r = Response::new(buf, question_end, limit, Rcode::NoError, reply_opt(opt, table)).ok()?;
             r.set_authoritative(true);
             r.set_recursion_available(true);
