@@ -9,6 +9,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod bridge;
+pub mod dns;
 pub mod packet;
 pub mod port;
 pub mod router;

@@ -27,6 +27,7 @@
 
 pub mod arp;
 pub mod checksum;
+pub mod dns;
 pub mod ethernet;
 pub mod gre;
 pub mod icmpv4;
