@@ -59,6 +59,21 @@ impl Default for Clock {
     }
 }
 
+/// 16 bytes from the kernel's random source (for secrets such as the DNS
+/// SYN cookie key). Falls back to the clock and pid if `getrandom` fails,
+/// which only weakens the cookies.
+fn random_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    // SAFETY: b is valid for writes of 16 bytes; getrandom writes at most
+    // that many.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 16 {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        b = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    b
+}
+
 /// Errors from driving the dataplane.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -130,6 +145,7 @@ impl Dataplane {
             polls.push(poll);
         }
         let meshes = worker::handoff::mesh(&wakers);
+        let dns_key = dns::CookieKey::new(random_bytes());
         for (id, (poll, handoff)) in polls.into_iter().zip(meshes).enumerate() {
             let waker = wakers[id].clone();
             let (tx, rx) = unbounded();
@@ -143,6 +159,7 @@ impl Dataplane {
                 clock,
                 busy_poll_us: cfg.busy_poll_us,
                 arp: arp.clone(),
+                dns_key,
                 handoff,
             });
             let thread = std::thread::Builder::new()

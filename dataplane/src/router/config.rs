@@ -71,6 +71,9 @@ pub struct NetConfig {
     /// No way out at all (`--internal`): the gateway still answers ARP,
     /// ping and DNS, but routes nothing.
     pub internal: bool,
+    /// The names the gateway's DNS answers with: the containers on this
+    /// network.
+    pub dns: std::sync::Arc<crate::dns::DnsTable>,
 }
 
 /// The uplink: an interface the dataplane sends and receives on itself,

@@ -21,7 +21,9 @@ pub mod config;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use crate::dns::{self, cookie::CookieKey};
 use crate::packet::{Offload, PacketBuf};
+use crate::wire::dns::Rcode;
 use crate::port::PortId;
 use crate::stats::{DropReason, RouterEvent, WorkerStats};
 use crate::wire::arp::Operation;
@@ -152,11 +154,30 @@ pub struct Router {
     pub cfg: Arc<RouterConfig>,
     pub arp: Arc<ArpCache>,
     pub emit: Emit,
+    /// The secret of the DNS-over-TCP SYN cookies (the same on every
+    /// worker: a connection's segments may reach different ones).
+    dns_key: CookieKey,
+    /// IPv4 Identification of the packets the router makes.
+    ip_id: u16,
 }
 
 impl Router {
-    pub fn new(worker: u16, workers: u16, arp: Arc<ArpCache>) -> Router {
-        Router { worker, workers: workers.max(1), cfg: Arc::new(RouterConfig::default()), arp, emit: Emit::default() }
+    pub fn new(worker: u16, workers: u16, arp: Arc<ArpCache>, dns_key: CookieKey) -> Router {
+        Router {
+            worker,
+            workers: workers.max(1),
+            cfg: Arc::new(RouterConfig::default()),
+            arp,
+            emit: Emit::default(),
+            dns_key,
+            ip_id: (worker).wrapping_mul(0x1000),
+        }
+    }
+
+    #[inline]
+    fn next_ip_id(&mut self) -> u16 {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        self.ip_id
     }
 
     /// Queue an ARP request for `target` out of the uplink.
@@ -186,7 +207,7 @@ impl Router {
     }
 
     /// A frame from a container to its network's gateway MAC.
-    pub fn from_net(&mut self, nc: &NetConfig, buf: &mut PacketBuf, _now: u64, st: &WorkerStats) -> Action {
+    pub fn from_net(&mut self, nc: &NetConfig, buf: &mut PacketBuf, now: u64, st: &WorkerStats) -> Action {
         let frame = buf.frame();
         let eth = ethernet::Frame::new_unchecked(frame);
         match eth.ethertype() {
@@ -199,7 +220,7 @@ impl Router {
             Err(r) => return Action::Drop(r),
         };
         if ip.dst == nc.gateway.ip {
-            return self.local(buf, &ip, nc.gateway.mac, st);
+            return self.local(nc, buf, &ip, now, st);
         }
         let uplink = self.cfg.uplink;
         if let Some(u) = uplink {
@@ -281,15 +302,66 @@ impl Router {
         Action::Consumed
     }
 
-    /// Something addressed to a gateway address itself.
-    fn local(&mut self, buf: &mut PacketBuf, ip: &Ipv4Info, mac: MacAddr, st: &WorkerStats) -> Action {
+    /// Something addressed to a network's gateway address itself: ping and
+    /// DNS are answered.
+    fn local(&mut self, nc: &NetConfig, buf: &mut PacketBuf, ip: &Ipv4Info, now: u64, st: &WorkerStats) -> Action {
         if ip.fragment {
             return Action::Drop(DropReason::Fragment);
         }
-        if ip.protocol == 1 && is_echo_request(buf.frame(), ip) {
-            return self.echo_reply(buf, ip, mac, st);
+        let l4 = ip.l3 + ip.header_len;
+        let dport = buf.frame().get(l4 + 2..l4 + 4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+        match (ip.protocol, dport) {
+            (1, _) if is_echo_request(buf.frame(), ip) => self.echo_reply(buf, ip, nc.gateway.mac, st),
+            (17, Some(53)) => self.dns_udp(nc, buf, st),
+            (6, Some(53)) => self.dns_tcp(nc, buf, now, st),
+            _ => Action::Drop(DropReason::PortClosed),
         }
-        Action::Drop(DropReason::PortClosed)
+    }
+
+    /// DNS over UDP at the gateway: the network's names, REFUSED for others.
+    fn dns_udp(&mut self, nc: &NetConfig, buf: &mut PacketBuf, st: &WorkerStats) -> Action {
+        let len = buf.len();
+        let id = self.next_ip_id();
+        let mut out = dns::respond_udp(buf.frame_capacity_mut(), len, &nc.dns, id);
+        if out == dns::Outcome::NotOurs {
+            out = dns::refuse_udp(buf.frame_capacity_mut(), len, &nc.dns, Rcode::Refused, id);
+            st.router(RouterEvent::DnsRefused);
+        } else if matches!(out, dns::Outcome::Reply(_)) {
+            st.router(RouterEvent::DnsAnswered);
+        }
+        match out.reply_len() {
+            Some(n) => {
+                buf.set_len(n);
+                buf.meta.offload = Offload::NONE;
+                Action::Reply
+            }
+            None => Action::Drop(DropReason::DnsMalformed),
+        }
+    }
+
+    /// DNS over TCP at the gateway, without per-connection state.
+    fn dns_tcp(&mut self, nc: &NetConfig, buf: &mut PacketBuf, now: u64, st: &WorkerStats) -> Action {
+        let len = buf.len();
+        let id = self.next_ip_id();
+        let cfg = dns::tcp::TcpConfig { key: self.dns_key, mss: nc.mtu.saturating_sub(40).clamp(536, 65495) as u16 };
+        let mut out = dns::tcp::respond_tcp(buf.frame_capacity_mut(), len, &nc.dns, &cfg, now, id);
+        if out == dns::tcp::TcpOutcome::NotOurs {
+            out = dns::tcp::refuse_tcp(buf.frame_capacity_mut(), len, &nc.dns, &cfg, now, id, Rcode::Refused);
+            st.router(RouterEvent::DnsRefused);
+        } else if matches!(out, dns::tcp::TcpOutcome::Reply(_)) {
+            st.router(RouterEvent::DnsAnswered);
+        }
+        match out {
+            dns::tcp::TcpOutcome::Ignore => Action::Consumed,
+            o => match o.reply_len() {
+                Some(n) => {
+                    buf.set_len(n);
+                    buf.meta.offload = Offload::NONE;
+                    Action::Reply
+                }
+                None => Action::Drop(DropReason::DnsMalformed),
+            },
+        }
     }
 
     /// Turn an ICMP echo request into its reply, in place (RFC 792): swap

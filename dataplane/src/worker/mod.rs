@@ -132,6 +132,7 @@ pub(crate) struct WorkerSetup {
     pub clock: Clock,
     pub busy_poll_us: u32,
     pub arp: Arc<ArpCache>,
+    pub dns_key: crate::dns::CookieKey,
     pub handoff: handoff::Handoff,
 }
 
@@ -149,7 +150,7 @@ impl Worker {
             bufs: (0..BATCH).map(|_| PacketBuf::new()).collect(),
             actions: [Action::Consumed; BATCH],
             tally: Tally::default(),
-            router: Router::new(s.id as u16, s.workers as u16, s.arp),
+            router: Router::new(s.id as u16, s.workers as u16, s.arp, s.dns_key),
             pool: (0..handoff::POOL).map(|_| PacketBuf::new()).collect(),
             pending: Vec::with_capacity(PENDING_MAX),
             handoff: s.handoff,
