@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::ipam::mac_for;
 use crate::netlink::{Netlink, NetlinkError};
 use crate::netns::{self, NetnsError};
 use crate::sandbox::{self, SandboxError};
@@ -281,12 +282,6 @@ impl Default for Addressing {
     }
 }
 
-/// Docker's MAC scheme, as the engine uses it.
-fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
-    let o = addr.octets();
-    [0x02, 0x42, o[0], o[1], o[2], o[3]]
-}
-
 /// The two containers of a topology: A is the client, B the server.
 #[derive(Debug, Clone)]
 pub struct Pair {
@@ -354,7 +349,7 @@ impl KernelBridge {
                 let pi = n.link_index(peer).map_err(nl("find veth peer"))?;
                 n.link_set_mtu(hi, addr.mtu).map_err(nl("set veth MTU"))?;
                 n.link_set_mtu(pi, addr.mtu).map_err(nl("set veth MTU"))?;
-                n.link_set_mac(pi, mac_for(ip)).map_err(nl("set veth MAC"))?;
+                n.link_set_mac(pi, mac_for(ip).octets()).map_err(nl("set veth MAC"))?;
                 n.link_set_master(hi, Some(br)).map_err(nl("enslave veth"))?;
                 n.link_set_up(hi, true).map_err(nl("set veth up"))?;
                 let fd = netns::open(ns)?;

@@ -18,7 +18,7 @@ use dataplane::wire::MacAddr;
 use dataplane::{Config as DpConfig, Dataplane, DataplaneError};
 
 use crate::api::*;
-use crate::ipam::{parse_addr, Ipam, IpamError, Subnet};
+use crate::ipam::{mac_for, parse_addr, Ipam, IpamError, Subnet};
 use crate::sandbox::{self, EndpointSpec, SandboxError};
 
 /// Errors from engine operations; each message is one line for the CLI.
@@ -205,12 +205,6 @@ fn check_name(what: &'static str, name: &str, max: usize) -> Result<()> {
         return bad("only letters, digits, '_', '.' and '-' are allowed");
     }
     Ok(())
-}
-
-/// Docker's scheme: 02:42 followed by the IPv4 address.
-fn mac_for(addr: Ipv4Addr) -> MacAddr {
-    let o = addr.octets();
-    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
 }
 
 /// An API reply as JSON (the reply types always serialize).
@@ -774,10 +768,9 @@ mod tests {
     }
 
     #[test]
-    fn modes_and_macs() {
+    fn modes() {
         assert_eq!(Mode::parse("none"), Mode::None);
         assert_eq!(Mode::parse("container:web"), Mode::Container("web".into()));
         assert_eq!(Mode::parse("front").text(), "front");
-        assert_eq!(mac_for(Ipv4Addr::new(172, 17, 0, 2)).to_string(), "02:42:ac:11:00:02");
     }
 }
