@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bench::traffic::{self, Endpoint};
 use common::*;
-use control::traffic::{self, Endpoint};
 
 fn nspath(n: &str) -> PathBuf {
     PathBuf::from(format!("/var/run/netns/{n}"))

@@ -1,9 +1,12 @@
-//! The `tapnet` command line. Every command but `daemon`, `demo` and `bench`
-//! is a thin client of the daemon's API; every command accepts `--json`
-//! (`bench` as `--json FILE`).
+//! The `tapnet` command line. Every command but `daemon` is a thin client
+//! of the daemon's API; every command accepts `--json` (`bench` as
+//! `--json FILE`). `bench` and `demo` are test tooling that the daemon does
+//! not link: they run the `tapnet-bench` binary of the `bench` crate (see
+//! [`external`]).
 //! Errors are one line on stderr and a non-zero exit: 2 for a malformed
 //! command line, 1 for a request the daemon refused.
 
+use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -13,9 +16,9 @@ use serde::de::DeserializeOwned;
 use crate::api::{self, Request};
 use crate::engine::EngineConfig;
 
-#[derive(Debug, Parser)]
-#[command(name = "tapnet", version, about = "Userspace container networking: a learning bridge over TAP devices")]
-pub struct Cli {
+/// The options every `tapnet` command accepts, `tapnet-bench`'s included.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "TAPNET_SOCKET", default_value = api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -28,6 +31,13 @@ pub struct Cli {
     // reads its own field; everything else only asks whether this is set.
     #[arg(long, global = true, num_args = 0, default_missing_value = "", value_name = "")]
     pub json: Option<String>,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "tapnet", version, about = "Userspace container networking: a learning bridge over TAP devices")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -54,9 +64,9 @@ pub enum Cmd {
     /// Show per-port counters and drops by reason.
     Stats,
     /// Build a network with two containers, ping, move TCP traffic, print the figures, tear down.
-    Demo(crate::demo::DemoArgs),
+    Demo(external::Args),
     /// Compare tapnet's datapath with the kernel's (docker0's) on this machine.
-    Bench(crate::bench::BenchArgs),
+    Bench(external::Args),
 }
 
 #[derive(Debug, Args)]
@@ -148,7 +158,21 @@ pub enum ContainerCmd {
 
 /// Entry point of the `tapnet` binary.
 pub fn main() {
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if external::wanted(&args) {
+        external::exec(&args);
+    }
+    let cli: Cli = parse_or_exit(args);
+    if let Err(msg) = run(cli) {
+        eprintln!("tapnet: {msg}");
+        std::process::exit(1);
+    }
+}
+
+/// Parse `args` (program name first) as `P`. Help and version are printed
+/// and exit 0; any other error is one line, `tapnet: …`, and exit 2.
+pub fn parse_or_exit<P: Parser>(args: Vec<OsString>) -> P {
+    match P::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind::*;
@@ -160,10 +184,6 @@ pub fn main() {
             eprintln!("tapnet: {}", first.trim_start_matches("error: "));
             std::process::exit(2);
         }
-    };
-    if let Err(msg) = run(cli) {
-        eprintln!("tapnet: {msg}");
-        std::process::exit(1);
     }
 }
 
@@ -178,12 +198,12 @@ fn print_json(v: &serde_json::Value) {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let sock = cli.socket.as_path();
-    let json = cli.json.is_some();
+    let sock = cli.global.socket.as_path();
+    let json = cli.global.json.is_some();
     match cli.cmd {
         Cmd::Daemon(a) => {
             let opts = crate::daemon::DaemonOpts {
-                socket: cli.socket.clone(),
+                socket: cli.global.socket.clone(),
                 state_dir: a.state_dir,
                 netns: a.netns,
                 engine: EngineConfig {
@@ -243,9 +263,8 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Demo(a) => crate::demo::run(&a, json),
-        // `--json FILE` given to bench is bench's own option, not the flag.
-        Cmd::Bench(a) => crate::bench::run(&a, json && a.json.is_none()),
+        // Only reached if `external::wanted` missed them.
+        Cmd::Demo(_) | Cmd::Bench(_) => external::exec(&std::env::args_os().collect::<Vec<_>>()),
     }
 }
 
@@ -398,5 +417,110 @@ fn remount_sys(nsname: Option<&str>) {
         };
         // SAFETY: valid NUL-terminated paths; a failed bind is ignored.
         unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), c"none".as_ptr(), libc::MS_BIND, std::ptr::null()) };
+    }
+}
+
+/// `tapnet bench` and `tapnet demo`, run git-style by another binary,
+/// `tapnet-bench` (built by the `bench` crate), so that the daemon links
+/// neither the traffic generator nor the benchmark harness. `tapnet` only
+/// finds the subcommand and hands the whole command line over unchanged;
+/// `tapnet-bench` parses it with the same global options ([`GlobalArgs`]).
+pub mod external {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::process::CommandExt;
+    use std::path::PathBuf;
+
+    /// The binary that runs `bench` and `demo`.
+    pub const BIN: &str = "tapnet-bench";
+    /// The subcommands it runs.
+    pub const COMMANDS: [&str; 2] = ["bench", "demo"];
+
+    /// What `tapnet --help` shows for them: their own options live in
+    /// `tapnet-bench` (`tapnet bench --help`).
+    #[derive(Debug, clap::Args)]
+    pub struct Args {
+        #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        pub rest: Vec<String>,
+    }
+
+    /// The subcommand of `args` (program name first): the first word after
+    /// the global options `--json`, `--socket PATH` and `--socket=PATH`, or
+    /// the word after `help`.
+    fn subcommand(args: &[OsString]) -> Option<&OsStr> {
+        let mut it = args.iter().skip(1).map(OsString::as_os_str);
+        while let Some(a) = it.next() {
+            match a.to_str() {
+                Some("--json") => {}
+                Some("--socket") => {
+                    it.next()?;
+                }
+                Some(s) if s.starts_with("--socket=") => {}
+                Some("help") => return it.next(),
+                _ => return Some(a),
+            }
+        }
+        None
+    }
+
+    /// Is this command line for `tapnet-bench`?
+    pub fn wanted(args: &[OsString]) -> bool {
+        subcommand(args).and_then(OsStr::to_str).is_some_and(|c| COMMANDS.contains(&c))
+    }
+
+    /// `tapnet-bench` next to this executable, else the first on `PATH`.
+    fn find() -> Option<PathBuf> {
+        let here = std::env::current_exe().ok().map(|e| e.with_file_name(BIN)).filter(|p| p.is_file());
+        here.or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path).map(|d| d.join(BIN)).find(|p| p.is_file())
+        })
+    }
+
+    /// Replace this process with `tapnet-bench`, same arguments (program
+    /// name first) and same process id. Returns only by exiting with 1.
+    pub fn exec(args: &[OsString]) -> ! {
+        let Some(bin) = find() else {
+            eprintln!(
+                "tapnet: `tapnet {}` is run by the {BIN} binary, which is neither next to tapnet nor on PATH; build it with `cargo build --release -p bench`",
+                subcommand(args).map_or("bench".into(), OsStr::to_string_lossy)
+            );
+            std::process::exit(1);
+        };
+        let err = std::process::Command::new(&bin).arg0("tapnet").args(args.iter().skip(1)).exec();
+        eprintln!("tapnet: cannot run {}: {err}", bin.display());
+        std::process::exit(1);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn os(args: &[&str]) -> Vec<OsString> {
+            args.iter().map(OsString::from).collect()
+        }
+
+        #[test]
+        fn finds_the_subcommand_after_global_options() {
+            for yes in [
+                &["tapnet", "bench"][..],
+                &["tapnet", "demo", "--duration", "1"],
+                &["tapnet", "--json", "demo"],
+                &["tapnet", "--socket", "/x", "--json", "bench", "--json", "f"],
+                &["tapnet", "--socket=/x", "bench"],
+                &["tapnet", "help", "demo"],
+            ] {
+                assert!(wanted(&os(yes)), "{yes:?}");
+            }
+            for no in [
+                &["tapnet"][..],
+                &["tapnet", "network", "ls"],
+                &["tapnet", "--socket", "bench"],
+                &["tapnet", "--help", "bench"],
+                &["tapnet", "help"],
+                &["tapnet", "container", "create", "bench", "--network", "demo"],
+            ] {
+                assert!(!wanted(&os(no)), "{no:?}");
+            }
+        }
     }
 }

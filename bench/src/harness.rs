@@ -11,7 +11,7 @@
 //!
 //! * bridge: kernel = a "host" namespace with a Linux bridge and one veth
 //!   pair into each container (docker0's datapath, minus its iptables
-//!   rules), all made through [`crate::netlink`]; tapnet = an in-process
+//!   rules), all made through [`control::netlink`]; tapnet = an in-process
 //!   [`Engine`] (its workers are threads of this process) with one network
 //!   and two containers.
 //! * dnat, snat, vxlan, gre: tapnet has no NAT gateway or overlay yet, so
@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineConfig, EngineError};
-use crate::ipam::mac_for;
-use crate::netlink::{Netlink, NetlinkError};
-use crate::netns::{self, NetnsError};
-use crate::sandbox::{self, SandboxError};
 use crate::traffic::{self, Endpoint, TrafficError};
+use control::engine::{Engine, EngineConfig, EngineError};
+use control::ipam::mac_for;
+use control::netlink::{Netlink, NetlinkError};
+use control::netns::{self, NetnsError};
+use control::sandbox::{self, SandboxError};
 
 /// Errors from building a benchmark topology.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,7 @@ pub struct BenchArgs {
     pub repeat: usize,
     /// tapnet workers poll without sleeping for this long after traffic
     /// (as `tapnet daemon --busy-poll-us`).
-    #[arg(long, default_value_t = crate::engine::DEFAULT_BUSY_POLL_US)]
+    #[arg(long, default_value_t = control::engine::DEFAULT_BUSY_POLL_US)]
     pub busy_poll_us: u32,
 }
 

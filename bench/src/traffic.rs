@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::netns::{self, NetnsError};
+use control::netns::{self, NetnsError};
 
 /// How long a TCP connect may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
