@@ -51,6 +51,11 @@ fn interrupt(signals: u32) {
     let st = wait_exit(&mut child, Duration::from_secs(60));
     assert!(!st.success(), "an interrupted run must not report success");
     assert_eq!(bench_namespaces(pid), Vec::<String>::new(), "interrupted bench left namespaces");
+    let hosts: Vec<String> = std::fs::read_dir("/etc/netns")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let prefix = format!("tnb{}", pid % 100_000);
+    assert!(!hosts.iter().any(|n| n.starts_with(&prefix)), "interrupted bench left /etc/netns entries: {hosts:?}");
     let taps = String::from_utf8_lossy(&sh("ip", &["-o", "link", "show", "type", "tun"]).stdout).into_owned();
     assert!(!taps.contains(&format!("tp{pid:x}x")), "interrupted bench left TAP devices: {taps}");
 }

@@ -47,9 +47,11 @@ pub(super) fn register(name: &str) {
     NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).push(name.to_string());
 }
 
-/// Delete `names` (those that exist) and forget them.
+/// Delete `names` (those that exist), with the hosts files tapnet's engine
+/// writes for its containers, and forget them.
 pub(super) fn delete_namespaces(names: &[String]) {
     for n in names.iter().rev() {
+        control::hosts::remove(n);
         if netns::exists(n) {
             if let Err(e) = netns::delete(n) {
                 eprintln!("tapnet bench: cleanup: {e}");
