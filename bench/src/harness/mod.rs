@@ -24,12 +24,14 @@
 //! (results and the table), `chart.rs` (SVG and PNG chart); this file is
 //! the command itself: signals, and writing the outputs.
 //!
-//! CPU per Gbit for the bulk workloads: for tapnet, user+system time of the
-//! dataplane's worker threads (`tapnet-w*`) of this process; for the kernel,
-//! system+irq+softirq time of the whole machine from `/proc/stat`. The
-//! kernel figure is approximate: it includes every other task's kernel work
-//! and the TCP stacks of both ends, which tapnet's figure does not; both are
-//! kept in the JSON (`sys_cpu_s`) so like can be compared with like.
+//! CPU per Gbit for the bulk workloads is measured on the same basis for
+//! both datapaths: the CPU time of the whole machine (user, nice, system,
+//! irq and softirq from `/proc/stat`) over the run, divided by the Gbit
+//! moved. It includes both TCP stacks and the generator, which are the same
+//! for both, and anything else running on the machine, so only ratios from
+//! one run mean anything. tapnet's own worker threads (`tapnet-w*`) are
+//! shown on a separate line. The JSON keeps every figure: `machine_cpu_s`,
+//! its kernel share `sys_cpu_s`, and tapnet's `worker_cpu_s`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,7 +49,7 @@ use topology::delete_all_registered;
 
 pub use args::{BenchArgs, Scenario, Settings, Tool};
 pub use chart::svg;
-pub use cpu::{kernel_cpu_s, worker_cpu_s};
+pub use cpu::{worker_cpu_s, MachineCpu};
 pub use report::{table, Failure, Machine, Report, Row, ScenarioResult};
 pub use scenario::bench;
 pub use topology::{Addressing, BenchError, KernelBridge, Pair, TapnetBridge};

@@ -81,6 +81,12 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), fmt_num)
 }
 
+/// The footnote on the CPU figures (see `harness/mod.rs`).
+const CPU_NOTE: &str = "\
+cpu s/Gbit: CPU seconds of the whole machine (user+nice+system+irq+softirq) per Gbit, the same basis for both
+  datapaths: it includes both TCP stacks and the generator. worker cpu s/Gbit: tapnet's worker threads alone.
+";
+
 /// The table printed on stdout.
 pub fn table(r: &Report) -> String {
     let m = &r.machine;
@@ -129,10 +135,7 @@ pub fn table(r: &Report) -> String {
             let _ = writeln!(o, "{:<9} note: {n}", sc.scenario);
         }
     }
-    let _ = writeln!(
-        o,
-        "cpu s/Gbit: tapnet = its worker threads' user+system time; kernel = machine-wide system+irq+softirq time (approximate)."
-    );
+    o.push_str(CPU_NOTE);
     if r.interrupted {
         let _ = writeln!(o, "(interrupted: later workloads were not run)");
     }
