@@ -72,7 +72,7 @@ pub struct BenchArgs {
     pub udp_rate: u64,
     /// Also write the results as JSON to FILE.
     // Same id as the global `--json` flag, so clap does not add that flag
-    // here (two `--json` would clash); see `GlobalArgs::json` in control's cli.rs.
+    // here (two `--json` would clash); see `GlobalArgs::json` in control/src/cli/mod.rs.
     #[arg(id = "json", long = "json", value_name = "FILE")]
     pub json: Option<String>,
     /// Write a bar chart of tapnet/kernel ratios (FILE.svg or FILE.png).

@@ -32,7 +32,7 @@ pub struct RrReport {
 /// `duration`. Latency is measured per transaction on the client.
 ///
 /// # Errors
-/// As for [`tcp_bulk`]; also a zero `size`.
+/// As for [`tcp_bulk`](super::tcp_bulk); also a zero `size`.
 pub fn tcp_rr(
     server: Endpoint,
     client: Endpoint,

@@ -4,8 +4,9 @@
 //! Every port speaks the same buffer format, a 10-byte virtio-net header
 //! followed by the Ethernet frame, so offload metadata (GSO, partial
 //! checksums) travels with the frame from ingress to egress. A port has one
-//! queue per worker and each worker owns its queues outright, so any worker
-//! can transmit to any port without a lock.
+//! queue per worker (`docs/ARCHITECTURE.md`, § Threading model). This module
+//! also holds the interface-name rule that the TAP layer and the control
+//! plane's netlink client share ([`check_ifname`]).
 //!
 //! Today a port is a TAP queue. The planned uplink (an AF_PACKET socket with
 //! `PACKET_VNET_HDR`, which uses the same header) and overlay tunnels

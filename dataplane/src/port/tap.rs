@@ -4,8 +4,8 @@
 //!
 //! Setup policy (which name, how many queues, which namespace) belongs to the
 //! control plane; the per-queue read/write are the only system calls on the
-//! per-packet path. The `tun-tap` crate cannot set `IFF_VNET_HDR` or
-//! `IFF_MULTI_QUEUE`, which is why these ioctls are ours.
+//! per-packet path. Why these ioctls are ours and not a crate's: README,
+//! § Dependencies.
 
 use std::ffi::CStr;
 use std::io;

@@ -1,24 +1,11 @@
-//! Worker threads: the per-packet path.
+//! Worker threads: the per-packet path. A worker polls its queues (mio),
+//! reads a batch from a readable queue, classifies it (`classify_batch`),
+//! transmits the verdicts on its own queues of the egress ports, and applies
+//! control messages between batches, never in the middle of one.
 //!
-//! Each worker owns one queue of every port, its own buffers and its own
-//! counters, and shares only the MAC tables (lock-free, read-mostly) with the
-//! other workers. A worker waits in epoll (mio) for its queues to become
-//! readable; for each readable queue it reads a batch of frames, decides all
-//! of them, then transmits them on its own queues of the egress ports. The
-//! only system calls per frame are the read and the write(s): TAP queues
-//! offer no batched read or write.
-//!
-//! The kernel spreads a container's flows over the TAP's queues (by flow
-//! hash, and it steers a flow to the queue its reply traffic was written
-//! to), so both directions of a TCP connection tend to meet on one worker.
-//!
-//! Fairness: one queue is served for at most [`BUDGET`] frames per turn; a
-//! queue that still has data stays on the ready list and the worker polls
-//! without sleeping until the list is empty. mio is edge-triggered, so a
-//! queue is only taken off the list once a read returned `EAGAIN`.
-//!
-//! Control messages arrive on a crossbeam channel and a mio `Waker` and are
-//! handled between batches, never in the middle of one.
+//! What a worker owns and shares, how flows land on workers, busy polling
+//! and the per-queue [`BUDGET`] are explained once, in `docs/ARCHITECTURE.md`
+//! (§ Threading model and § How a packet flows).
 
 use std::io;
 use std::os::fd::AsRawFd;
