@@ -275,15 +275,12 @@ fn receive_stream(sock: &Socket, plan: &BulkPlan, watch: Watch) -> Result<Stream
 
 #[cfg(test)]
 mod tests {
-    use super::super::sock::local_v4;
     use super::*;
+    use crate::traffic::here;
+    use crate::traffic::sock::local_v4;
     use socket2::{Domain, Type};
 
     const LOCAL: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-    fn here() -> Endpoint<'static> {
-        Endpoint::new(None, LOCAL)
-    }
 
     /// A port with (almost certainly) no listener: bound, then released.
     fn closed_port() -> u16 {

@@ -125,12 +125,7 @@ fn crr_once(local: Ipv4Addr, target: SocketAddrV4, connect_timeout: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LOCAL: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-    fn here() -> Endpoint<'static> {
-        Endpoint::new(None, LOCAL)
-    }
+    use crate::traffic::here;
 
     #[test]
     fn crr_opens_connections() {

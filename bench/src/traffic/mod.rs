@@ -121,3 +121,9 @@ impl<'a> Endpoint<'a> {
         Endpoint { ns, addr }
     }
 }
+
+/// Both ends on loopback in the caller's namespace, for the tests.
+#[cfg(test)]
+fn here() -> Endpoint<'static> {
+    Endpoint::new(None, Ipv4Addr::LOCALHOST)
+}

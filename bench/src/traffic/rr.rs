@@ -169,12 +169,7 @@ impl Latencies {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LOCAL: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-    fn here() -> Endpoint<'static> {
-        Endpoint::new(None, LOCAL)
-    }
+    use crate::traffic::here;
 
     #[test]
     fn latency_percentiles() {

@@ -227,12 +227,7 @@ fn set_buffer(sock: &Socket, plain: libc::c_int, force: libc::c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LOCAL: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-    fn here() -> Endpoint<'static> {
-        Endpoint::new(None, LOCAL)
-    }
+    use crate::traffic::here;
 
     #[test]
     fn pacer_releases_packets_on_schedule() {
