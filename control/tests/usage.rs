@@ -4,6 +4,7 @@
 //! build the binary that the privileged tests in the root `tests/` run;
 //! `bench/tests/cli.rs` does the same for `tapnet-bench`.)
 
+use std::path::Path;
 use std::process::Command;
 
 fn tapnet(args: &[&str]) -> std::process::Output {
@@ -43,12 +44,15 @@ fn unreachable_daemon_is_one_line_with_status_1() {
 
 #[test]
 fn bench_and_demo_without_tapnet_bench_are_one_line_with_status_1() {
-    // A copy of tapnet alone in a directory, with nothing on PATH: the
-    // tooling binary cannot be found (bench/tests/cli.rs runs the real one).
-    let dir = std::env::temp_dir().join(format!("tapnet-usage-{}", std::process::id()));
+    // tapnet alone in a directory, with nothing on PATH: the tooling binary
+    // cannot be found (bench/tests/cli.rs runs the real one). A hard link,
+    // not a copy: a file just written may still be open in a child that
+    // another test thread forked, and executing it would fail (ETXTBSY).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tapnet-usage-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let alone = dir.join("tapnet");
-    std::fs::copy(env!("CARGO_BIN_EXE_tapnet"), &alone).unwrap();
+    let _ = std::fs::remove_file(&alone);
+    std::fs::hard_link(env!("CARGO_BIN_EXE_tapnet"), &alone).unwrap();
     for args in [vec!["demo"], vec!["--json", "bench", "--scenario", "bridge"], vec!["help", "bench"]] {
         let out = Command::new(&alone).args(&args).env("PATH", &dir).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
