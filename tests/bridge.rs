@@ -8,14 +8,15 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bench::traffic::{self, Endpoint};
 use common::*;
-use control::traffic::{self, Endpoint};
 
 fn nspath(n: &str) -> PathBuf {
     PathBuf::from(format!("/var/run/netns/{n}"))
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn ping_and_100mb_tcp_verified_through_the_bridge() {
     let h = Host::start("bt", &["--workers", "2"]);
     h.network("n1", "10.201.0.0/24", &[]);
@@ -59,6 +60,7 @@ fn ping_and_100mb_tcp_verified_through_the_bridge() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn taps_have_offloads_and_no_kernel_bridge_exists() {
     let h = Host::start("bk", &["--workers", "2"]);
     h.network("n1", "10.202.0.0/24", &[]);
@@ -84,6 +86,7 @@ fn taps_have_offloads_and_no_kernel_bridge_exists() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn learning_flooding_and_moves_are_visible_in_fdb() {
     let h = Host::start("bl", &["--workers", "2"]);
     h.network("n1", "10.203.0.0/24", &[]);
@@ -124,6 +127,7 @@ fn learning_flooding_and_moves_are_visible_in_fdb() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn entries_age_out_and_the_table_is_bounded() {
     let h = Host::start("ba", &["--workers", "1"]);
     h.network("short", "10.204.0.0/24", &["--fdb-ageing", "1"]);
@@ -146,6 +150,7 @@ fn entries_age_out_and_the_table_is_bounded() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn two_networks_are_isolated() {
     let h = Host::start("bi", &["--workers", "2"]);
     h.network("n1", "10.206.0.0/24", &[]);
@@ -163,6 +168,7 @@ fn two_networks_are_isolated() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn malformed_frames_are_dropped_counted_and_forwarding_goes_on() {
     let h = Host::start("bm", &["--workers", "2"]);
     h.network("n1", "10.208.0.0/24", &[]);

@@ -1,5 +1,6 @@
 //! Bad input is refused with one line and changes nothing; teardown and
-//! crash recovery leave nothing behind.
+//! crash recovery leave nothing behind; `tapnet bench` and `tapnet demo`
+//! reach the `tapnet-bench` binary.
 
 mod common;
 
@@ -13,6 +14,7 @@ fn snapshot(h: &Host) -> (serde_json::Value, serde_json::Value, Vec<String>) {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn bad_arguments_are_rejected_and_change_nothing() {
     let h = Host::start("cb", &["--workers", "1"]);
     h.network("n1", "10.220.0.0/24", &[]);
@@ -96,6 +98,7 @@ fn bad_arguments_are_rejected_and_change_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn json_and_tables_for_every_listing() {
     let h = Host::start("cj", &["--workers", "1"]);
     h.network("n1", "10.223.0.0/24", &["--gateway", "10.223.0.254", "--mtu", "9000"]);
@@ -119,6 +122,7 @@ fn json_and_tables_for_every_listing() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn shutdown_and_crash_recovery_leave_nothing_behind() {
     let mut h = Host::start("ct", &["--workers", "2"]);
     h.network("n1", "10.224.0.0/24", &[]);
@@ -144,4 +148,18 @@ fn shutdown_and_crash_recovery_leave_nothing_behind() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(!netns_list().contains(&a), "leftover namespace not recovered");
     assert!(h.json(&["container", "ls"]).as_array().unwrap().is_empty());
+}
+
+/// Without root: `tapnet` hands `bench` and `demo` to `tapnet-bench` (built
+/// next to it), which answers with its own help and its own one-line errors.
+#[test]
+fn bench_and_demo_run_through_tapnet_bench() {
+    let run = |args: &[&str]| std::process::Command::new(tapnet_bin()).args(args).output().unwrap();
+    let out = run(&["demo", "--duration", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("tapnet: invalid --duration 0"), "{err}");
+    let out = run(&["--json", "bench", "--help"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: tapnet bench [OPTIONS]"));
 }

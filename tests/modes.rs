@@ -10,6 +10,7 @@ fn out(o: std::process::Output) -> String {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn none_container_and_host_modes() {
     let h = Host::start("mm", &["--workers", "1"]);
     h.network("n1", "10.210.0.0/24", &[]);
@@ -62,6 +63,7 @@ fn none_container_and_host_modes() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn connect_and_disconnect() {
     let h = Host::start("mc", &["--workers", "2"]);
     h.network("front", "10.211.0.0/24", &[]);
@@ -96,6 +98,7 @@ fn connect_and_disconnect() {
 }
 
 #[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
 fn containers_ping_each_other_by_name() {
     let h = Host::start("mn", &["--workers", "1"]);
     h.network("n1", "10.213.0.0/24", &[]);

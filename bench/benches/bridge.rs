@@ -4,7 +4,7 @@
 //! Every case runs a batch of 32 frames (the worker's `BATCH`) or 32 MACs
 //! per iteration and reports per element (`Throughput::Elements(32)`), so
 //! criterion's time divided by 32 is the cost per frame. Frames are real
-//! Ethernet/IPv4/TCP and ARP bytes from `bench::`'s builders; the clock is
+//! Ethernet/IPv4/TCP and ARP bytes from `bench::frames`' builders; the clock is
 //! fixed, so known MACs are never rewritten (as between two 1 s refreshes).
 //!
 //! Cases (`decide/*`, 16 container pairs, table of the daemon's default size):
@@ -21,7 +21,7 @@
 
 use std::hint::black_box;
 
-use bench::{arp_request, tcp_frame, Host, MSS};
+use bench::frames::{arp_request, tcp_frame, Host, MSS};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::bridge::{self, fdb, Fdb, Learn, Tally, Verdict};
 use dataplane::port::PortId;

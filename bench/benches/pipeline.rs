@@ -14,7 +14,7 @@
 //! table is the daemon's default size, warm (both hosts of every pair
 //! learned), and the clock is fixed (no refresh writes).
 //!
-//! Cases, over `bench::mixed_batch` (per pair: bulk TCP of 64 KiB TSO
+//! Cases, over `bench::frames::mixed_batch` (per pair: bulk TCP of 64 KiB TSO
 //! super-frames and MSS segments one way, ACKs the other, one UDP query and
 //! one broadcast ARP per batch of 32, so about 3 % floods):
 //! - `pipeline/mixed/1`: one container pair (2 batches, hot caches);
@@ -22,7 +22,7 @@
 
 use std::hint::black_box;
 
-use bench::{mixed_batch, Host, RxBufs};
+use bench::frames::{mixed_batch, Host, RxBufs};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::bridge::{fdb, Fdb, Tally, Verdict};
 use dataplane::stats::{NetId, WorkerStats};

@@ -21,7 +21,7 @@
 //! - `gre/emit`: outer headers of keyed Ethernet-over-GRE emitted into the
 //!   headroom.
 
-use bench::wire::{
+use bench::frames::wire::{
     eth_ipv4_tcp, eth_ipv4_udp, gre_encap, vxlan_encap, with_headroom, GRE_KEY_OVERHEAD, VXLAN_OVERHEAD,
 };
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -1,5 +1,6 @@
 //! IPv4 address management for a network: parse the subnet, choose the
-//! gateway, hand out addresses.
+//! gateway, hand out addresses, and derive a container's default MAC from
+//! its address.
 //!
 //! The network address, the broadcast address and the gateway are never
 //! handed out; neither is an address already taken. Allocation returns the
@@ -9,6 +10,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+
+use dataplane::wire::MacAddr;
 
 /// Errors from parsing subnets and allocating addresses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +113,13 @@ impl FromStr for Subnet {
 /// Parse a dotted-quad IPv4 address with a one-line error.
 pub fn parse_addr(s: &str) -> Result<Ipv4Addr, IpamError> {
     s.parse().map_err(|_| IpamError::BadAddr(s.to_string()))
+}
+
+/// The default MAC of the container at `addr`, Docker's scheme: 02:42 (a
+/// locally administered unicast prefix) followed by the IPv4 address.
+pub fn mac_for(addr: Ipv4Addr) -> MacAddr {
+    let o = addr.octets();
+    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
 }
 
 /// The addresses of one network.
@@ -227,6 +237,12 @@ mod tests {
         assert!(matches!(ipam.allocate(), Err(IpamError::Exhausted(_))));
         ipam.release(Ipv4Addr::new(10, 88, 0, 3));
         assert_eq!(ipam.allocate().unwrap(), Ipv4Addr::new(10, 88, 0, 3));
+    }
+
+    #[test]
+    fn docker_macs() {
+        assert_eq!(mac_for(Ipv4Addr::new(172, 17, 0, 2)).to_string(), "02:42:ac:11:00:02");
+        assert!(mac_for(Ipv4Addr::new(10, 88, 0, 255)).is_unicast());
     }
 
     #[test]

@@ -5,14 +5,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
-pub mod bench;
 pub mod cli;
 pub mod daemon;
-pub mod demo;
 pub mod engine;
 pub mod hosts;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
 pub mod sandbox;
-pub mod traffic;

@@ -92,7 +92,7 @@ pub struct EndpointSpec<'a> {
 
 /// Make the endpoint and return its TAP queues (dropping them removes it).
 pub fn attach(spec: &EndpointSpec<'_>) -> Result<Vec<TapQueue>, SandboxError> {
-    tap::check_ifname(spec.ifname)?;
+    dataplane::port::check_ifname(spec.ifname).map_err(TapError::from)?;
     let queues = tap::open_multiqueue(spec.tmp_name, spec.queues, tap::DEFAULT_OFFLOADS)?;
     let mut host = Netlink::open().map_err(nl("open netlink"))?;
     let idx = host.link_index(spec.tmp_name).map_err(nl("find new TAP"))?;

@@ -1,8 +1,10 @@
 //! The `tapnet` binary's command line, without a daemon or root: usage
 //! errors are one line with exit status 2, help and version work.
 //! (Having an integration test here also makes `cargo test --workspace`
-//! build the binary that the privileged tests in the root `tests/` run.)
+//! build the binary that the privileged tests in the root `tests/` run;
+//! `bench/tests/cli.rs` does the same for `tapnet-bench`.)
 
+use std::path::Path;
 use std::process::Command;
 
 fn tapnet(args: &[&str]) -> std::process::Output {
@@ -41,10 +43,24 @@ fn unreachable_daemon_is_one_line_with_status_1() {
 }
 
 #[test]
-fn demo_rejects_bad_arguments_before_touching_anything() {
-    let out = tapnet(&["demo", "--duration", "0"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--duration"));
+fn bench_and_demo_without_tapnet_bench_are_one_line_with_status_1() {
+    // tapnet alone in a directory, with nothing on PATH: the tooling binary
+    // cannot be found (bench/tests/cli.rs runs the real one). A hard link,
+    // not a copy: a file just written may still be open in a child that
+    // another test thread forked, and executing it would fail (ETXTBSY).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tapnet-usage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alone = dir.join("tapnet");
+    let _ = std::fs::remove_file(&alone);
+    std::fs::hard_link(env!("CARGO_BIN_EXE_tapnet"), &alone).unwrap();
+    for args in [vec!["demo"], vec!["--json", "bench", "--scenario", "bridge"], vec!["help", "bench"]] {
+        let out = Command::new(&alone).args(&args).env("PATH", &dir).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.contains("tapnet-bench") && err.contains("cargo build --release -p bench"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -52,7 +68,7 @@ fn help_and_version() {
     let out = tapnet(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["daemon", "network", "container", "exec", "fdb", "stats", "demo"] {
+    for cmd in ["daemon", "network", "container", "exec", "fdb", "stats", "demo", "bench"] {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }
     assert!(tapnet(&["--version"]).status.success());

@@ -1,4 +1,7 @@
-//! Shared harness of the privileged integration tests.
+//! Shared harness of the privileged integration tests. They need root, so
+//! they are `#[ignore]`d with that reason and run with
+//! `cargo test --workspace -- --include-ignored` (the README's test command,
+//! which `.ci/run` runs as root).
 //!
 //! Each test starts its own daemon in its own "host" namespace with its own
 //! socket and state directory, and names everything it creates with a prefix
@@ -20,7 +23,7 @@ pub fn tapnet_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> -> target/<profile>/tapnet
     let bin = exe.parent().and_then(Path::parent).expect("target dir").join("tapnet");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build -p control)", bin.display());
+    assert!(bin.exists(), "{} is missing: build it first (cargo build)", bin.display());
     bin
 }
 

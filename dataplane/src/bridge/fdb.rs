@@ -1,24 +1,9 @@
-//! The forwarding database (MAC table) of one learning bridge.
-//!
-//! Shared by every worker without a lock. Each slot is a pair of atomics:
-//! `key = MAC << 16 | port` (0 means empty: the all-zero MAC is never
-//! learned) and `seen`, the time in milliseconds the MAC was last seen.
-//! Because the MAC and its port live in one 64-bit word, a reader always sees
-//! a consistent (MAC, port) pair and a move to another port is one
-//! compare-and-swap.
-//!
-//! The table is set-associative: a MAC hashes to a window of [`PROBE`]
-//! consecutive slots and lives in one of them. Lookups scan the window and
-//! stop at the first match, so a hit costs one or two cache lines. The slot
-//! array is allocated once at twice the configured capacity (rounded up to a
-//! power of two), and an entry counter caps the number of live entries at the
-//! capacity: memory is bounded and a full table stops learning (the caller
-//! counts it) while forwarding goes on by flooding.
-//!
-//! Writes are rare by construction: a known MAC on the same port only
-//! refreshes `seen` when the stored value is at least [`REFRESH_MS`] old, so
-//! steady traffic reads the table and never bounces its cache lines between
-//! workers.
+//! The forwarding database (MAC table) of one learning bridge, shared by
+//! every worker without a lock. Its design (slots of two atomics, windows of
+//! [`PROBE`] slots, a bound on live entries, writes only every
+//! [`REFRESH_MS`]) is explained once, in `docs/ARCHITECTURE.md` (§ The MAC
+//! table). The all-zero MAC is never learned: a zero `key` means an empty
+//! slot.
 //!
 //! Static entries (a network's gateway MAC, say) have `seen` =
 //! [`STATIC`]: they never age, are never swept or flushed with a port, do not

@@ -2,9 +2,10 @@
 //! module with system calls and `unsafe`.
 //!
 //! A port has one queue per worker and each worker owns its queues
-//! outright, so any worker can transmit to any port without a lock. Ports
-//! come in kinds behind one interface, [`PortQueue`], and each kind says
-//! what it can do ([`PortQueue::caps`]):
+//! outright, so any worker can transmit to any port without a lock
+//! (`docs/ARCHITECTURE.md`, § Threading model). Ports come in kinds behind
+//! one interface, [`PortQueue`], and each kind says what it can do
+//! ([`PortQueue::caps`]):
 //!
 //! | kind | what | virtio-net header | batch I/O |
 //! |---|---|---|---|
@@ -16,6 +17,9 @@
 //! dataplane whole; the metadata lives in [`crate::packet::Meta`], apart from
 //! the bytes. A port that cannot carry it needs GSO resolved (segmented in
 //! software) before it.
+//!
+//! This module also holds the interface-name rule that the TAP layer and the
+//! control plane's netlink client share ([`check_ifname`]).
 
 pub mod packet;
 pub mod steer;
@@ -41,6 +45,26 @@ pub struct Caps {
     pub vnet_hdr: bool,
     /// Several frames per system call.
     pub batch: bool,
+}
+
+/// Linux `IFNAMSIZ`; a name holds at most `IFNAMSIZ - 1` bytes.
+pub const IFNAMSIZ: usize = 16;
+
+/// An interface name the kernel would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid interface name {0:?}")]
+pub struct InvalidIfname(pub String);
+
+/// Checks `name` against the kernel's `dev_valid_name` before any syscall:
+/// 1 to 15 bytes, not "." or "..", and no '/', ':', NUL or byte that the
+/// kernel's `isspace` matches (tab to carriage return, space, and 0xa0).
+/// Both the TAP layer and the control plane's netlink client use it.
+pub fn check_ifname(name: &str) -> Result<(), InvalidIfname> {
+    let bad_byte = |b: u8| matches!(b, b'/' | b':' | 0 | b'\t'..=b'\r' | b' ' | 0xa0);
+    if name.is_empty() || name.len() >= IFNAMSIZ || name == "." || name == ".." || name.bytes().any(bad_byte) {
+        return Err(InvalidIfname(name.to_string()));
+    }
+    Ok(())
 }
 
 /// One worker's queue of one port. Static dispatch: the per-packet path
@@ -205,6 +229,24 @@ impl AsRawFd for PortQueue {
         match self {
             PortQueue::Tap(q) => q.as_raw_fd(),
             PortQueue::Packet(q) => q.as_raw_fd(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_rules() {
+        for ok in ["eth0", "a", "abcdefghijklmno", "veth-x.y_z", "tp123456789abcd", "caf\u{e9}"] {
+            assert_eq!(check_ifname(ok), Ok(()), "{ok:?}");
+        }
+        // The kernel's isspace() also matches \v and the byte 0xa0, which
+        // is the second byte of U+00A0 (no-break space) in UTF-8.
+        let bad = ["", "abcdefghijklmnop", "a/b", "a b", "a\tb", "a\x0bb", "a\u{a0}b", "a:0", "a\0b", ".", ".."];
+        for bad in bad {
+            assert_eq!(check_ifname(bad), Err(InvalidIfname(bad.to_string())), "{bad:?}");
         }
     }
 }

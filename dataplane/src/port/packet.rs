@@ -38,7 +38,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 use super::steer::fanout_program;
-use super::tap::{check_ifname, IFNAMSIZ};
+use super::{check_ifname, IFNAMSIZ};
 
 /// Most messages one [`PacketQueue::recv_batch`] or
 /// [`PacketQueue::send_batch`] call moves (the worker's batch size).

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineConfig};
 use crate::traffic::{self, Endpoint};
+use control::engine::{Engine, EngineConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -41,7 +41,7 @@ struct DemoReport {
     ping: traffic::PingReport,
     bulk: traffic::BulkReport,
     rr: traffic::RrReport,
-    stats: crate::api::StatsInfo,
+    stats: control::api::StatsInfo,
 }
 
 /// Delete the demo's namespaces if the process is interrupted (its TAP
@@ -51,7 +51,7 @@ fn cleanup_on_signal(names: Vec<String>) {
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             for n in &names {
-                let _ = crate::netns::delete(n);
+                let _ = control::netns::delete(n);
             }
             eprintln!("tapnet demo: interrupted, namespaces removed");
             std::process::exit(128 + sig);
@@ -87,7 +87,7 @@ pub fn run(a: &DemoArgs, json: bool) -> Result<(), String> {
         let net = engine.network_create("demo", &a.subnet, None, None, None, None).map_err(|e| e.to_string())?;
         let a_info = engine.container_create(&ca, "demo", None, None).map_err(|e| e.to_string())?;
         let b_info = engine.container_create(&cb, "demo", None, None).map_err(|e| e.to_string())?;
-        let addr = |c: &crate::api::ContainerInfo| -> Ipv4Addr {
+        let addr = |c: &control::api::ContainerInfo| -> Ipv4Addr {
             c.networks[0].ipv4_address.split('/').next().and_then(|s| s.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED)
         };
         let (ip_a, ip_b) = (addr(&a_info), addr(&b_info));

@@ -1,0 +1,5 @@
+//! `tapnet-bench`: runs `tapnet bench` and `tapnet demo` (see `cli.rs`).
+
+fn main() {
+    bench::cli::main()
+}

@@ -1,0 +1,75 @@
+//! `tapnet container …`: create, remove, list and inspect, as thin
+//! requests to the daemon.
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+use super::{call, print_json};
+use crate::api::{self, Request};
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCmd {
+    /// Create a container: a network namespace with eth0 on a network.
+    Create {
+        name: String,
+        /// NET, none, host or container:OTHER.
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Remove a container and its namespace.
+    #[command(alias = "remove")]
+    Rm { name: String },
+    /// List containers.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a container.
+    Inspect { name: String },
+}
+
+/// Run a `tapnet container` command.
+pub(super) fn run(sock: &Path, json: bool, c: ContainerCmd) -> Result<(), String> {
+    match c {
+        ContainerCmd::Create { name, network, ip, mac } => {
+            let (ci, v): (api::ContainerInfo, _) = call(sock, Request::ContainerCreate { name, network, ip, mac })?;
+            if json {
+                print_json(&v)
+            } else {
+                println!("{}", ci.id)
+            }
+        }
+        ContainerCmd::Rm { name } => {
+            let (n, v): (String, _) = call(sock, Request::ContainerRm { name })?;
+            if json {
+                print_json(&v)
+            } else {
+                println!("{n}")
+            }
+        }
+        ContainerCmd::Ls => {
+            let (cs, v): (Vec<api::ContainerInfo>, _) = call(sock, Request::ContainerLs)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:<16} {:<12}  {:<20} INTERFACES", "NAME", "ID", "NETWORK MODE");
+                for c in cs {
+                    let ifs: Vec<String> = c
+                        .networks
+                        .iter()
+                        .map(|e| format!("{}={} ({}, {})", e.interface, e.ipv4_address, e.network, e.mac_address))
+                        .collect();
+                    println!("{:<16} {:<12}  {:<20} {}", c.name, c.id, c.network_mode, ifs.join(", "));
+                }
+            }
+        }
+        ContainerCmd::Inspect { name } => {
+            let (_, v): (api::ContainerInfo, _) = call(sock, Request::ContainerInspect { name })?;
+            print_json(&v);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The `tapnet` command line. Every command but `daemon` is a thin client
+//! of the daemon's API; every command accepts `--json` (`bench` as
+//! `--json FILE`). `bench` and `demo` are test tooling that the daemon does
+//! not link: they run the `tapnet-bench` binary of the `bench` crate (see
+//! [`external`]).
+//!
+//! Where things are: `network.rs` and `container.rs` (those commands and
+//! their output), `show.rs` (`fdb` and `stats`), `exec.rs` (`exec`),
+//! `external.rs` (handing `bench` and `demo` to `tapnet-bench`); this file
+//! holds the parser, the global options and `daemon`.
+//!
+//! Errors are one line on stderr and a non-zero exit: 2 for a malformed
+//! command line, 1 for a request the daemon refused.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+
+use crate::api::{self, Request};
+use crate::engine::EngineConfig;
+
+mod container;
+mod exec;
+pub mod external;
+mod network;
+mod show;
+
+pub use container::ContainerCmd;
+pub use network::NetworkCmd;
+
+/// The options every `tapnet` command accepts, `tapnet-bench`'s included.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "TAPNET_SOCKET", default_value = api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print machine-readable JSON instead of tables.
+    //
+    // A flag, but typed as an optional string: `bench` has its own
+    // `--json FILE` under the same id, and clap then leaves that subcommand
+    // without the global flag (two `--json` options would clash) and copies
+    // its value up here, which must therefore have the same type. `bench`
+    // reads its own field; everything else only asks whether this is set.
+    #[arg(long, global = true, num_args = 0, default_missing_value = "", value_name = "")]
+    pub json: Option<String>,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "tapnet", version, about = "Userspace container networking: a learning bridge over TAP devices")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the dataplane and serve the API (owns every TAP device).
+    Daemon(DaemonArgs),
+    /// Manage networks (one learning bridge each).
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage containers (network namespaces).
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Run a command inside a container's network namespace.
+    Exec {
+        name: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Show a network's MAC table.
+    Fdb { network: String },
+    /// Show per-port counters and drops by reason.
+    Stats,
+    /// Build a network with two containers, ping, move TCP traffic, print the figures, tear down.
+    Demo(external::Args),
+    /// Compare tapnet's datapath with the kernel's (docker0's) on this machine.
+    Bench(external::Args),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Where the daemon keeps its lock and its list of namespaces.
+    #[arg(long, default_value = api::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Default MAC table bound per network.
+    #[arg(long, default_value_t = dataplane::bridge::fdb::DEFAULT_CAPACITY)]
+    pub fdb_max: usize,
+    /// Default MAC ageing time in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub fdb_ageing: u64,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// After traffic, workers keep polling without sleeping for this many
+    /// microseconds (trades CPU for fewer wake-ups; 0 = always sleep).
+    #[arg(long, default_value_t = crate::engine::DEFAULT_BUSY_POLL_US)]
+    pub busy_poll_us: u32,
+    /// Run in this named network namespace (the daemon's "host").
+    #[arg(long)]
+    pub netns: Option<String>,
+}
+
+/// Entry point of the `tapnet` binary.
+pub fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if external::wanted(&args) {
+        external::exec(&args);
+    }
+    let cli: Cli = parse_or_exit(args);
+    if let Err(msg) = run(cli) {
+        eprintln!("tapnet: {msg}");
+        std::process::exit(1);
+    }
+}
+
+/// Parse `args` (program name first) as `P`. Help and version are printed
+/// and exit 0; any other error is one line, `tapnet: …`, and exit 2.
+pub fn parse_or_exit<P: Parser>(args: Vec<OsString>) -> P {
+    match P::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            if matches!(e.kind(), DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand) {
+                e.exit();
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            eprintln!("tapnet: {}", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// One request to the daemon: its reply as `T`, and as JSON for `--json`.
+fn call<T: DeserializeOwned>(socket: &Path, req: Request) -> Result<(T, serde_json::Value), String> {
+    let v = api::call(socket, &req).map_err(|e| e.to_string())?;
+    let t = serde_json::from_value(v.clone()).map_err(|e| format!("bad reply from the daemon: {e}"))?;
+    Ok((t, v))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let sock = cli.global.socket.as_path();
+    let json = cli.global.json.is_some();
+    match cli.cmd {
+        Cmd::Daemon(a) => {
+            let opts = crate::daemon::DaemonOpts {
+                socket: cli.global.socket.clone(),
+                state_dir: a.state_dir,
+                netns: a.netns,
+                engine: EngineConfig {
+                    workers: a.workers.unwrap_or_else(|| EngineConfig::default().workers),
+                    pin: !a.no_pin,
+                    fdb_max: a.fdb_max,
+                    fdb_ageing: a.fdb_ageing,
+                    busy_poll_us: a.busy_poll_us,
+                },
+            };
+            if opts.engine.workers == 0 || opts.engine.workers > 64 {
+                return Err(format!("invalid --workers {}: must be between 1 and 64", opts.engine.workers));
+            }
+            crate::daemon::run(opts).map_err(|e| e.to_string())
+        }
+        Cmd::Network(c) => network::run(sock, json, c),
+        Cmd::Container(c) => container::run(sock, json, c),
+        Cmd::Exec { name, cmd } => exec::run(sock, &name, &cmd),
+        Cmd::Fdb { network } => show::fdb(sock, json, network),
+        Cmd::Stats => show::stats(sock, json),
+        // Only reached if `external::wanted` missed them.
+        Cmd::Demo(_) | Cmd::Bench(_) => external::exec(&std::env::args_os().collect::<Vec<_>>()),
+    }
+}

@@ -1,0 +1,110 @@
+//! `tapnet network …`: create, list, inspect, remove, connect and
+//! disconnect, as thin requests to the daemon.
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+use super::{call, print_json};
+use crate::api::{self, Request};
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create {
+        name: String,
+        #[arg(long)]
+        subnet: String,
+        /// Gateway address (default: the subnet's first host).
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Bound on the MAC table (default: the daemon's --fdb-max).
+        #[arg(long)]
+        fdb_max: Option<usize>,
+        /// MAC ageing time in seconds (default: the daemon's --fdb-ageing).
+        #[arg(long)]
+        fdb_ageing: Option<u64>,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a network with its containers.
+    Inspect { name: String },
+    /// Remove a network (refused while containers are attached).
+    #[command(alias = "remove")]
+    Rm { name: String },
+    /// Give a running container an interface on another network.
+    Connect {
+        network: String,
+        container: String,
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// Remove a container's interface on a network.
+    Disconnect { network: String, container: String },
+}
+
+/// Run a `tapnet network` command.
+pub(super) fn run(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> {
+    match c {
+        NetworkCmd::Create { name, subnet, gateway, mtu, fdb_max, fdb_ageing } => {
+            let (n, v): (api::NetworkInfo, _) =
+                call(sock, Request::NetworkCreate { name, subnet, gateway, mtu, fdb_max, fdb_ageing })?;
+            if json {
+                print_json(&v)
+            } else {
+                println!("{}", n.id)
+            }
+        }
+        NetworkCmd::Ls => {
+            let (ns, v): (Vec<api::NetworkInfo>, _) = call(sock, Request::NetworkLs)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<12}  {:<16} {:<14} {:<18} {:<15} {:>6} {:>10}",
+                    "NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "MTU", "CONTAINERS"
+                );
+                for n in ns {
+                    println!(
+                        "{:<12}  {:<16} {:<14} {:<18} {:<15} {:>6} {:>10}",
+                        n.id,
+                        n.name,
+                        n.driver,
+                        n.subnet,
+                        n.gateway,
+                        n.mtu,
+                        n.containers.len()
+                    );
+                }
+            }
+        }
+        NetworkCmd::Inspect { name } => {
+            let (_, v): (api::NetworkInfo, _) = call(sock, Request::NetworkInspect { name })?;
+            print_json(&v);
+        }
+        NetworkCmd::Rm { name } => {
+            let (n, v): (String, _) = call(sock, Request::NetworkRm { name })?;
+            if json {
+                print_json(&v)
+            } else {
+                println!("{n}")
+            }
+        }
+        NetworkCmd::Connect { network, container, ip } => {
+            let (_, v): (api::ContainerInfo, _) = call(sock, Request::NetworkConnect { network, container, ip })?;
+            if json {
+                print_json(&v);
+            }
+        }
+        NetworkCmd::Disconnect { network, container } => {
+            let (_, v): (api::ContainerInfo, _) = call(sock, Request::NetworkDisconnect { network, container })?;
+            if json {
+                print_json(&v);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `tapnet fdb` (a network's MAC table) and `tapnet stats` (the
+//! dataplane's counters): tables, or the daemon's JSON with `--json`.
+
+use std::path::Path;
+
+use super::{call, print_json};
+use crate::api::{self, Request};
+
+/// `tapnet fdb NETWORK`.
+pub(super) fn fdb(sock: &Path, json: bool, network: String) -> Result<(), String> {
+    let (f, v): (api::FdbInfo, _) = call(sock, Request::Fdb { network })?;
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!("{:<19} {:>5}  {:<20} {:>8}", "MAC", "PORT", "NAME", "AGE(s)");
+    for e in &f.entries {
+        println!("{:<19} {:>5}  {:<20} {:>8.1}", e.mac, e.port, e.port_name, e.age_s);
+    }
+    let ev: Vec<String> = f.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("{} entries (max {}), ageing {} s; {}", f.entries.len(), f.max, f.ageing, ev.join(" "));
+    Ok(())
+}
+
+/// `tapnet stats`.
+pub(super) fn stats(sock: &Path, json: bool) -> Result<(), String> {
+    let (s, v): (api::StatsInfo, _) = call(sock, Request::Stats)?;
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:<12} {:>10} {:>14} {:>10} {:>14} {:>8} {:>8}",
+        "PORT", "NETWORK", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "RX_DROP", "TX_DROP"
+    );
+    for p in &s.ports {
+        println!(
+            "{:<22} {:<12} {:>10} {:>14} {:>10} {:>14} {:>8} {:>8}",
+            p.name, p.network, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, p.rx_dropped, p.tx_dropped
+        );
+    }
+    let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("drops: {}", d.join(" "));
+    for w in &s.per_worker {
+        println!("worker {}: {} frames in {} wake-ups", w.worker, w.frames, w.wakeups);
+    }
+    for (n, ev) in &s.networks {
+        let e: Vec<String> = ev.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("bridge {n}: {}", e.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! What the engine shows: a network's MAC table and the dataplane's
+//! counters, by port, drop reason, network and worker.
+
+use std::collections::BTreeMap;
+
+use dataplane::port::PortId;
+use hashbrown::HashMap;
+
+use super::{Engine, EngineError, Result};
+use crate::api::{FdbInfo, FdbRow, PortStats, StatsInfo, WorkerInfo};
+
+impl Engine {
+    fn port_names(&self) -> HashMap<PortId, (String, String)> {
+        self.containers
+            .iter()
+            .flat_map(|(cn, c)| {
+                c.endpoints.iter().map(move |e| (e.port, (format!("{cn}:{}", e.ifname), e.network.clone())))
+            })
+            .collect()
+    }
+
+    pub fn fdb(&self, net: &str) -> Result<FdbInfo> {
+        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let names = self.port_names();
+        let now = self.dp.now_ms();
+        let entries = n
+            .fdb
+            .entries(now)
+            .into_iter()
+            .map(|e| FdbRow {
+                mac: e.mac.to_string(),
+                port: e.port,
+                port_name: names.get(&e.port).map(|p| p.0.clone()).unwrap_or_else(|| format!("port{}", e.port)),
+                age_s: e.age_ms as f64 / 1000.0,
+            })
+            .collect();
+        let events = self.dp.stats().bridge(n.net).into_iter().map(|(e, v)| (e.name().to_string(), v)).collect();
+        Ok(FdbInfo { network: net.into(), entries, max: n.fdb.capacity(), ageing: n.fdb.ageing_ms() / 1000, events })
+    }
+
+    pub fn stats(&self) -> StatsInfo {
+        let st = self.dp.stats();
+        let mut ports: Vec<PortStats> = self
+            .port_names()
+            .into_iter()
+            .map(|(port, (name, network))| {
+                let t = st.port(port);
+                PortStats {
+                    port,
+                    name,
+                    network,
+                    rx_packets: t.rx_packets,
+                    rx_bytes: t.rx_bytes,
+                    tx_packets: t.tx_packets,
+                    tx_bytes: t.tx_bytes,
+                    rx_dropped: t.rx_dropped,
+                    tx_dropped: t.tx_dropped,
+                }
+            })
+            .collect();
+        ports.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
+        let drops = st.drops().into_iter().map(|(r, v)| (r.name().to_string(), v)).collect();
+        let networks: BTreeMap<String, BTreeMap<String, u64>> = self
+            .networks
+            .iter()
+            .map(|(name, n)| {
+                (name.clone(), st.bridge(n.net).into_iter().map(|(e, v)| (e.name().to_string(), v)).collect())
+            })
+            .collect();
+        let per_worker = st
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerInfo { worker: i, wakeups: w.wakeups.get(), frames: w.frames.get() })
+            .collect();
+        StatsInfo { workers: self.dp.workers(), per_worker, ports, drops, networks }
+    }
+}
