@@ -8,6 +8,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod bridge;
+pub mod nat;
 pub mod port;
 pub mod stats;
 pub mod wire;
