@@ -6,4 +6,5 @@
 #[cfg(test)]
 #[rustfmt::skip]
 mod captured;
+pub mod rewrite;
 pub mod tuple;
