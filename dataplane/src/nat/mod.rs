@@ -6,5 +6,6 @@
 #[cfg(test)]
 #[rustfmt::skip]
 mod captured;
+pub mod conntrack;
 pub mod rewrite;
 pub mod tuple;
