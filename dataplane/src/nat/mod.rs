@@ -7,5 +7,6 @@
 #[rustfmt::skip]
 mod captured;
 pub mod conntrack;
+pub mod icmp;
 pub mod rewrite;
 pub mod tuple;
