@@ -45,6 +45,9 @@ const BACKGROUND: usize = 10_000;
 const NEW_POOL: usize = 8192;
 const NOW: u64 = 1_000;
 const PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
+/// `new_flow_residue`: the worker count and this worker's number.
+const WORKERS: u32 = 2;
+const OWNER: u32 = 0;
 /// Bytes restored per packet before it is translated again.
 const HEADERS: usize = 64;
 
@@ -167,7 +170,8 @@ fn bench_nat(c: &mut Criterion) {
         .collect();
     for (name, residue) in [("new_flow", false), ("new_flow_residue", true)] {
         let mut ct = table();
-        let owner = |p: u16| !residue || u32::from(UPLINK).wrapping_add(u32::from(p)) % 2 == 0;
+        // The flow's owner from the steering hash: (U + port) % workers.
+        let owner = |p: u16| !residue || u32::from(UPLINK).wrapping_add(u32::from(p)) % WORKERS == OWNER;
         let mut at = 0;
         let mut ids = [None; BATCH];
         let mut bufs = pool[..BATCH].to_vec();

@@ -921,6 +921,46 @@ mod tests {
     }
 
     #[test]
+    fn expiry_per_state() {
+        use Dir::{Original as O, Reply as Rp};
+        let (syn, ack, none) = (Flags::SYN, Flags::ACK, Flags::NONE);
+        let (syn_ack, fin, rst) = (Flags::SYN | Flags::ACK, Flags::FIN | Flags::ACK, Flags::RST);
+        // The packets of a flow (the first creates it), the state they
+        // leave it in and that state's timeout.
+        type Case<'a> = (Proto, &'a [(Dir, Flags)], State, u64);
+        let cases: [Case; 11] = [
+            (Proto::Tcp, &[(O, syn)], State::Tcp(TcpState::SynSent), T.syn_ms),
+            (Proto::Tcp, &[(O, syn), (Rp, syn_ack)], State::Tcp(TcpState::SynRecv), T.syn_ms),
+            (Proto::Tcp, &[(O, syn), (Rp, syn_ack), (O, ack)], State::Tcp(TcpState::Established), T.established_ms),
+            (Proto::Tcp, &[(O, ack), (O, ack)], State::Tcp(TcpState::Established), T.syn_ms), // picked up
+            (Proto::Tcp, &[(O, ack), (Rp, ack), (Rp, fin)], State::Tcp(TcpState::FinWait), T.closing_ms),
+            (Proto::Tcp, &[(O, ack), (Rp, fin), (O, fin)], State::Tcp(TcpState::LastAck), T.closing_ms),
+            (Proto::Tcp, &[(O, ack), (Rp, fin), (O, fin), (Rp, ack)], State::Tcp(TcpState::TimeWait), T.time_wait_ms),
+            (Proto::Tcp, &[(O, ack), (Rp, rst)], State::Tcp(TcpState::Close), T.close_ms),
+            (Proto::Udp, &[(O, none)], State::Udp, T.udp_ms),
+            (Proto::Udp, &[(O, none), (Rp, none)], State::Udp, T.udp_stream_ms),
+            (Proto::Icmp, &[(O, none), (Rp, none)], State::Icmp, T.icmp_ms),
+        ];
+        for (i, (proto, packets, want, timeout)) in cases.into_iter().enumerate() {
+            let mut ct = table(4);
+            let (o, r) = match proto {
+                Proto::Icmp => (FlowKey::icmp(C, R, 1), FlowKey::icmp(R, U, 2)),
+                p => snat(p, 1, 2, 3),
+            };
+            let id = ct.insert(flow(o, r, packets[0].1), 0).unwrap();
+            for (n, &(dir, f)) in packets.iter().enumerate().skip(1) {
+                ct.update(id, dir, f, 1, 100 * n as u64).unwrap();
+            }
+            let last = 100 * (packets.len() as u64 - 1);
+            assert_eq!(state(&ct, id), want, "case {i}");
+            assert_eq!(ct.expires_ms(id), Some(last + timeout), "case {i}");
+            assert_eq!(ct.lookup(&o, last + timeout - 1).map(|(id, _)| id), Some(id), "case {i}");
+            assert_eq!(ct.lookup(&r, last + timeout), None, "case {i}");
+            assert!(ct.is_empty() && ct.get(id).is_none(), "case {i}");
+        }
+    }
+
+    #[test]
     fn close_from_the_server_and_simultaneous() {
         for first in [Dir::Original, Dir::Reply] {
             let mut ct = table(4);
@@ -1241,10 +1281,10 @@ mod tests {
             let k = FlowKey::new(Proto::Tcp, Ipv4Addr::from(0x0a58_0000 + u32::from(i)), 10_000 + i, R, 443);
             ct.insert(flow(k, k.with_src(U, k.sport).reverse(), Flags::SYN), 0).unwrap();
         }
-        let even = |p: u16| p % 2 == 0;
+        let odd = |p: u16| p % 2 == 1;
         for i in 0..20_000u16 {
-            let p = ct.alloc(Proto::Tcp, R, 443, U, 10_001 + 2 * i, 1024..=65535, even).unwrap();
-            assert!(even(p) && !(10_000..50_000).contains(&p));
+            let p = ct.alloc(Proto::Tcp, R, 443, U, 10_000 + 2 * i, 1024..=65535, odd).unwrap();
+            assert!(odd(p) && !(10_000..50_000).contains(&p));
         }
     }
 
