@@ -12,7 +12,8 @@
 //!   its entry's end is refused instead of naming its successor;
 //! - a parallel array of deadlines, 8 bytes a slot, which the incremental
 //!   [`Conntrack::sweep`] scans without touching the entries;
-//! - a `hashbrown` map from [`FlowKey`] to slot and direction. Each entry
+//! - a `hashbrown` map from [`FlowKey`] to slot and direction, with
+//!   hashbrown's default hasher (foldhash, seeded per table). Each entry
 //!   has two keys: its original tuple (as the initiator sent it) and its
 //!   reply tuple (as the reply arrives, after translation).
 //!

@@ -25,12 +25,12 @@
 //!
 //! # The pieces
 //!
-//! - [`tuple`]: the [`FlowKey`] of a packet, or of the packet an ICMP error
+//! - [`tuple`](mod@tuple): the [`FlowKey`] of a packet, or of the packet an ICMP error
 //!   quotes ([`classify`]); everything else gets a [`NatDrop`] reason.
 //! - [`conntrack`]: the per-worker [`Conntrack`] table: entries indexed by
 //!   their original and reply tuples, the TCP state machine, timeouts, the
 //!   bounded table, port allocation, the incremental sweep, the dump.
-//! - [`rewrite`]: in-place translation to a target tuple with incremental
+//! - [`rewrite`](mod@rewrite): in-place translation to a target tuple with incremental
 //!   checksum updates, ICMP error translation, the TTL decrement.
 //! - [`icmp`]: the ICMP errors the gateway sends itself.
 //!
