@@ -148,3 +148,113 @@ pub use conntrack::{Conntrack, ConntrackError, Dir, Entry, EntryId, Kind, NewFlo
 pub use icmp::{build_error, BuildError, ErrorKind, Suppressed};
 pub use rewrite::{decrement_ttl, rewrite, rewrite_icmp_error, IcmpErrorRewrite, L4Csum, RewriteError};
 pub use tuple::{classify, Classified, Flow, FlowKey, IcmpErrorInfo, NatDrop, Proto};
+
+#[cfg(test)]
+mod tests {
+    use super::captured::*;
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const U: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+    /// Random and mutated packets through the whole path a worker takes:
+    /// classify, look up or masquerade, update, translate, TTL. Nothing
+    /// panics, whatever `classify` accepts the rewrite accepts too, and the
+    /// table stays consistent.
+    #[test]
+    fn random_packets_through_the_whole_path() {
+        let seeds: [&[u8]; 10] = [
+            &TCP_SYN,
+            &TCP_SYNACK_PARTIAL,
+            &TCP_DATA,
+            &UDP_DNS,
+            &ECHO_REQUEST,
+            &ECHO_REPLY,
+            &PORT_UNREACHABLE_UDP,
+            &TIME_EXCEEDED_TCP,
+            &TIME_EXCEEDED_ECHO,
+            &FRAG_NEEDED_ECHO,
+        ];
+        let mut ct = Conntrack::new(64, Timeouts::default()).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut now, mut flows, mut errors) = (0u64, 0, 0);
+        for i in 0..100_000 {
+            let base = seeds[i % seeds.len()];
+            let mut p = base.to_vec();
+            for _ in 0..next() % 3 {
+                // Mostly in the headers, where it matters.
+                let at = (next() as usize) % p.len().min(64);
+                p[at] = next() as u8;
+            }
+            if next() % 16 == 0 {
+                p.truncate((next() as usize) % (p.len() + 1));
+            }
+            now += next() % 1_000;
+            let csum = if next() % 4 == 0 { L4Csum::Partial } else { L4Csum::Full };
+            match classify(&p) {
+                Ok(Classified::Flow(f)) => {
+                    let to = match ct.lookup(&f.key, now) {
+                        Some((id, dir)) => ct.update(id, dir, f.tcp_flags, f.len.into(), now).unwrap().target(dir),
+                        None => {
+                            let k = f.key;
+                            let Some(port) = ct.alloc(k.proto, k.dst, k.dport, U, k.sport, 1024..=65535, |_| true)
+                            else {
+                                continue;
+                            };
+                            let new = NewFlow {
+                                original: k,
+                                reply: k.with_src(U, port).reverse(),
+                                tag: 0,
+                                tcp_flags: f.tcp_flags,
+                                bytes: f.len.into(),
+                            };
+                            match ct.insert(new, now) {
+                                Ok(id) => ct.get(id).unwrap().target(Dir::Original),
+                                Err(ConntrackError::Full | ConntrackError::Rst | ConntrackError::Exists) => continue,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    };
+                    rewrite(&mut p, &to, csum).unwrap_or_else(|e| panic!("iteration {i}: {e} for {:?}", f.key));
+                    assert_eq!(FlowKey::from_ipv4(&p), Ok(to));
+                    decrement_ttl(&mut p).unwrap();
+                    flows += 1;
+                    // Now and then a router beyond answers the translated
+                    // packet with an error: translated back, it quotes the
+                    // packet as it was before NAT.
+                    if next() % 4 == 0 {
+                        let mut err = [0u8; icmp::MAX_ERROR_LEN];
+                        let router = Ipv4Addr::new(198, 51, 100, 1);
+                        if let Ok(n) = build_error(&mut err, router, &p, ErrorKind::TimeExceeded) {
+                            let e = tuple::FlowKey::from_icmp_error(&err[..n]).unwrap();
+                            let (id, dir) = ct.lookup_icmp_error(&e, now).unwrap();
+                            let plan = ct.get(id).unwrap().icmp_error_rewrite(dir, router, to.src);
+                            rewrite_icmp_error(&mut err[..n], &plan, L4Csum::Full).unwrap();
+                            assert_eq!(plan.inner, f.key);
+                            assert_eq!(FlowKey::from_icmp_error(&err[..n]), Ok(f.key));
+                            errors += 1;
+                        }
+                    }
+                }
+                Ok(Classified::IcmpError(e)) => {
+                    if let Some((id, dir)) = ct.lookup_icmp_error(&e.inner, now) {
+                        let plan = ct.get(id).unwrap().icmp_error_rewrite(dir, e.src, e.dst);
+                        rewrite_icmp_error(&mut p, &plan, csum).unwrap();
+                        assert_eq!(FlowKey::from_icmp_error(&p), Ok(plan.inner));
+                        errors += 1;
+                    }
+                }
+                Err(_) => {}
+            }
+            ct.sweep(now, 2);
+            assert!(ct.len() <= ct.capacity());
+        }
+        assert!(flows > 10_000 && errors > 1_000, "{flows} flows, {errors} errors translated");
+    }
+}
