@@ -10,6 +10,7 @@
 
 pub mod bridge;
 pub mod dns;
+pub mod nat;
 pub mod packet;
 pub mod port;
 pub mod router;
