@@ -31,7 +31,7 @@
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
-use bench::MSS;
+use bench::frames::MSS;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::nat::{self, Classified, Conntrack, Dir, EntryId, FlowKey, L4Csum, NewFlow, Proto, Timeouts};
 use dataplane::wire::tcp::Flags;
@@ -192,7 +192,7 @@ fn bench_nat(c: &mut Criterion) {
 
     // (c) the rewrite alone on TSO super-frames, partial checksum.
     let k = FlowKey::new(Proto::Tcp, container(0), 40_000, REMOTE, 5201);
-    let mut frame = tcp(k, Flags::PSH | Flags::ACK, bench::TSO_PAYLOAD);
+    let mut frame = tcp(k, Flags::PSH | Flags::ACK, bench::frames::TSO_PAYLOAD);
     // CHECKSUM_PARTIAL: the field holds the pseudo-header sum.
     let pseudo = dataplane::wire::checksum::pseudo_header_v4(
         k.src,

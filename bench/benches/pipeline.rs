@@ -1,15 +1,17 @@
 //! One worker's whole per-packet pipeline minus the system calls, on
-//! batches of realistic frames: virtio-net header validation, Ethernet
-//! parse, learn, lookup and verdict (`dataplane::classify_batch`, the very
-//! function `Worker::process` calls), then the per-batch counter updates
-//! the worker makes before it transmits.
+//! batches of realistic frames: virtio-net header parsing and validation
+//! into the packet buffers' metadata (`PacketBuf::set_received`, as the
+//! port does after its read), Ethernet parse, learn, lookup and action
+//! (`dataplane::classify_batch`, the very function `Worker::process`
+//! calls), then the per-batch counter updates the worker makes before it
+//! transmits.
 //!
 //! TARGET (the issue's): <= 30 ns/frame on one core for the whole bridge
 //! pipeline. Criterion reports elements/s with `Throughput::Elements(32)`;
 //! its time per iteration divided by 32 is ns/frame.
 //!
-//! Packets sit in worker-like receive buffers (`BUF_SIZE` apart, after
-//! `HEADROOM`); each iteration decides one batch of 32 from one ingress
+//! Packets sit in the worker's packet buffers (`dataplane::packet`); each
+//! iteration decides one batch of 32 from one ingress
 //! port, cycling through the ports as the worker's ready list does. The MAC
 //! table is the daemon's default size, warm (both hosts of every pair
 //! learned), and the clock is fixed (no refresh writes).
@@ -24,9 +26,10 @@ use std::hint::black_box;
 
 use bench::frames::{mixed_batch, Host, RxBufs};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dataplane::bridge::{fdb, Fdb, Tally, Verdict};
+use dataplane::bridge::{fdb, Fdb, Tally};
+use dataplane::router::Action;
 use dataplane::stats::{NetId, WorkerStats};
-use dataplane::wire::{EtherType, EthernetFrame, VNET_HDR_LEN};
+use dataplane::wire::{EtherType, EthernetFrame};
 use dataplane::{classify_batch, BATCH};
 
 const NOW: u64 = 10_000;
@@ -37,24 +40,24 @@ fn pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     for pairs in [1usize, 16] {
         let batches = mixed_batch(pairs);
-        let bufs: Vec<(u16, RxBufs)> = batches.iter().map(|b| (b.ingress, RxBufs::new(&b.pkts))).collect();
-        let pkts: Vec<(u16, Vec<&[u8]>)> = bufs.iter().map(|(p, b)| (*p, b.packets())).collect();
+        let mut bufs: Vec<(u16, RxBufs)> = batches.iter().map(|b| (b.ingress, RxBufs::new(&b.pkts))).collect();
         let fdb = Fdb::new(fdb::DEFAULT_CAPACITY, fdb::DEFAULT_AGEING_MS);
         let stats = WorkerStats::default();
         let mut tally = Tally::default();
-        let mut verdicts = [Verdict::Flood; BATCH];
+        let mut verdicts = [Action::Flood; BATCH];
 
         // Warm the table, then check every verdict: ARP floods, the rest
         // goes to the pair's other port.
-        for (ingress, p) in &pkts {
-            classify_batch(&fdb, *ingress, p, NOW, &mut verdicts, &mut tally);
+        for (ingress, b) in bufs.iter_mut() {
+            classify_batch(&fdb, true, *ingress, b.receive(*ingress), NOW, &mut verdicts, &mut tally);
         }
-        for (ingress, p) in &pkts {
-            classify_batch(&fdb, *ingress, p, NOW, &mut verdicts, &mut tally);
+        for (ingress, b) in bufs.iter_mut() {
+            let p = b.receive(*ingress);
+            classify_batch(&fdb, true, *ingress, p, NOW, &mut verdicts, &mut tally);
             let peer = Host::nth(*ingress as usize ^ 1).port;
             for (pkt, v) in p.iter().zip(&verdicts) {
-                let eth = EthernetFrame::new_checked(&pkt[VNET_HDR_LEN..]).unwrap();
-                let want = if eth.ethertype() == EtherType::Arp { Verdict::Flood } else { Verdict::Forward(peer) };
+                let eth = EthernetFrame::new_checked(pkt.frame()).unwrap();
+                let want = if eth.ethertype() == EtherType::Arp { Action::Flood } else { Action::Forward(peer) };
                 assert_eq!(*v, want);
             }
         }
@@ -63,13 +66,14 @@ fn pipeline(c: &mut Criterion) {
         let mut next = 0;
         g.bench_function(BenchmarkId::new("mixed", pairs), |b| {
             b.iter(|| {
-                let (ingress, p) = &pkts[next];
-                next = (next + 1) % pkts.len();
+                let (ingress, rx) = &mut bufs[next];
+                next = (next + 1) % batches.len();
+                let p = rx.receive(*ingress);
                 let n = p.len();
                 // As Worker::process does around the classification.
                 stats.frames.add(n as u64);
                 let pc = &stats.ports[*ingress as usize];
-                let rx_bytes = classify_batch(&fdb, *ingress, black_box(p), NOW, &mut verdicts[..n], &mut tally);
+                let rx_bytes = classify_batch(&fdb, true, *ingress, black_box(p), NOW, &mut verdicts[..n], &mut tally);
                 pc.rx_packets.add(n as u64);
                 pc.rx_bytes.add(rx_bytes);
                 tally.flush(&stats, NET);

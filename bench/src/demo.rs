@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::traffic::{self, Endpoint};
+use control::api::{ContainerSpec, NetworkSpec};
 use control::engine::{Engine, EngineConfig};
 
 #[derive(Debug, clap::Args)]
@@ -84,9 +85,12 @@ pub fn run(a: &DemoArgs, json: bool) -> Result<(), String> {
 
     let mut engine = Engine::new(cfg).map_err(|e| e.to_string())?;
     let result = (|| -> Result<DemoReport, String> {
-        let net = engine.network_create("demo", &a.subnet, None, None, None, None).map_err(|e| e.to_string())?;
-        let a_info = engine.container_create(&ca, "demo", None, None).map_err(|e| e.to_string())?;
-        let b_info = engine.container_create(&cb, "demo", None, None).map_err(|e| e.to_string())?;
+        let net = engine
+            .network_create(&NetworkSpec { name: "demo".into(), subnet: a.subnet.clone(), ..NetworkSpec::default() })
+            .map_err(|e| e.to_string())?;
+        let spec = |name: &str| ContainerSpec { name: name.into(), network: "demo".into(), ..ContainerSpec::default() };
+        let a_info = engine.container_create(&spec(&ca)).map_err(|e| e.to_string())?;
+        let b_info = engine.container_create(&spec(&cb)).map_err(|e| e.to_string())?;
         let addr = |c: &control::api::ContainerInfo| -> Ipv4Addr {
             c.networks[0].ipv4_address.split('/').next().and_then(|s| s.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED)
         };

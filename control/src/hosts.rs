@@ -2,7 +2,9 @@
 //! user-defined networks), done the way iproute2 expects: a hosts file at
 //! `/etc/netns/NAME/hosts`, which `ip netns exec NAME` (and `tapnet exec`)
 //! bind-mount over `/etc/hosts`. It lists the container itself and every
-//! container it shares a network with.
+//! container it shares a network with. Beside it, `resolv.conf` points the
+//! container's resolver at its network's gateway, where the dataplane
+//! answers DNS with the names of the containers on that network.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -36,10 +38,22 @@ pub fn write(name: &str, content: &str) -> std::io::Result<()> {
     std::fs::rename(tmp, d.join("hosts"))
 }
 
-/// Remove the hosts file of namespace `name`, and its directory if empty.
+/// Write `/etc/netns/NAME/resolv.conf`: the container's resolver is its
+/// network's gateway, where the dataplane answers DNS.
+pub fn write_resolv_conf(name: &str, gateway: Ipv4Addr) -> std::io::Result<()> {
+    let d = dir(name);
+    std::fs::create_dir_all(&d)?;
+    let tmp = d.join(".resolv.conf.tmp");
+    std::fs::write(&tmp, format!("# tapnet: DNS at the network's gateway\nnameserver {gateway}\noptions ndots:0\n"))?;
+    std::fs::rename(tmp, d.join("resolv.conf"))
+}
+
+/// Remove the hosts file and resolv.conf of namespace `name`, and its
+/// directory if empty.
 pub fn remove(name: &str) {
     let d = dir(name);
     let _ = std::fs::remove_file(d.join("hosts"));
+    let _ = std::fs::remove_file(d.join("resolv.conf"));
     let _ = std::fs::remove_dir(&d);
 }
 

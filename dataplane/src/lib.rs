@@ -84,6 +84,9 @@ pub enum DataplaneError {
     /// Starting a worker thread failed.
     #[error("start worker thread")]
     Spawn(#[source] io::Error),
+    /// The connection table could not be made.
+    #[error("connection table: {0}")]
+    Conntrack(String),
     /// A worker thread is gone.
     #[error("worker {0} is not running")]
     WorkerGone(usize),
@@ -113,6 +116,65 @@ pub struct Config {
     /// After handling traffic, keep polling without sleeping for this many
     /// microseconds before blocking in epoll again (0: always block).
     pub busy_poll_us: u32,
+    /// Bound on tracked connections, shared out evenly between the workers
+    /// (each has its own table).
+    pub conntrack_max: usize,
+    pub conntrack_timeouts: nat::Timeouts,
+}
+
+/// Default bound on tracked connections.
+pub const DEFAULT_CONNTRACK_MAX: usize = 65_536;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 1,
+            pin: false,
+            busy_poll_us: 0,
+            conntrack_max: DEFAULT_CONNTRACK_MAX,
+            conntrack_timeouts: nat::Timeouts::default(),
+        }
+    }
+}
+
+/// One tracked connection, as `tapnet conntrack` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// The worker whose table holds it.
+    pub worker: usize,
+    /// The initiator's packets as they arrive.
+    pub original: nat::FlowKey,
+    /// What they leave as.
+    pub translated: nat::FlowKey,
+    /// The replies as they arrive.
+    pub reply: nat::FlowKey,
+    pub kind: nat::Kind,
+    pub state: String,
+    pub replied: bool,
+    /// The control plane's tag (a container's port).
+    pub tag: u32,
+    pub timeout_ms: u64,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+impl FlowInfo {
+    fn from_live(worker: usize, l: &nat::conntrack::Live<'_>, now: u64) -> FlowInfo {
+        let e = l.entry;
+        FlowInfo {
+            worker,
+            original: e.original,
+            translated: e.target(nat::Dir::Original),
+            reply: e.reply,
+            kind: e.kind,
+            state: e.state.to_string(),
+            replied: e.replied,
+            tag: e.tag,
+            timeout_ms: l.timeout_left_ms(now),
+            packets: e.packets,
+            bytes: e.bytes,
+        }
+    }
 }
 
 struct WorkerHandle {
@@ -146,6 +208,7 @@ impl Dataplane {
             polls.push(poll);
         }
         let meshes = worker::handoff::mesh(&wakers);
+        let per_worker = cfg.conntrack_max.div_ceil(n).max(1);
         let dns_key = dns::CookieKey::new(random_bytes());
         for (id, (poll, handoff)) in polls.into_iter().zip(meshes).enumerate() {
             let waker = wakers[id].clone();
@@ -161,6 +224,8 @@ impl Dataplane {
                 busy_poll_us: cfg.busy_poll_us,
                 arp: arp.clone(),
                 dns_key,
+                conntrack: nat::Conntrack::new(per_worker, cfg.conntrack_timeouts.clone())
+                    .map_err(|e| DataplaneError::Conntrack(e.to_string()))?,
                 handoff,
             });
             let thread = std::thread::Builder::new()
@@ -287,6 +352,16 @@ impl Dataplane {
         Self::check_id("port", port as usize, MAX_PORTS)?;
         self.broadcast(|done| Ctrl::RemovePort { port, done })?;
         Ok(())
+    }
+
+    /// Every tracked connection, over all workers.
+    pub fn conntrack(&self) -> Result<Vec<FlowInfo>, DataplaneError> {
+        Ok(self.broadcast(|done| Ctrl::Conntrack { done })?.into_iter().flatten().collect())
+    }
+
+    /// Forget the connections tagged `tag`; returns how many.
+    pub fn conntrack_forget(&self, tag: u32) -> Result<usize, DataplaneError> {
+        Ok(self.broadcast(|done| Ctrl::ConntrackForget { tag, done })?.into_iter().sum())
     }
 
     /// Stop every worker and wait for them.

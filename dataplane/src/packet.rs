@@ -276,6 +276,30 @@ impl PacketBuf {
         &mut self.data[self.start..]
     }
 
+    /// The length of the frames this one becomes on the wire after
+    /// segmentation (a GSO super-frame by its segment size), without the
+    /// Ethernet header (and one VLAN tag), as an interface's MTU counts.
+    #[inline]
+    pub fn wire_len(&self) -> usize {
+        let f = self.frame();
+        let o = &self.meta.offload;
+        let l2 = match f.get(12..14) {
+            Some([0x81, 0x00]) | Some([0x88, 0xa8]) => crate::wire::ethernet::HEADER_LEN + 4,
+            _ => crate::wire::ethernet::HEADER_LEN,
+        };
+        if !o.is_gso() {
+            return f.len().saturating_sub(l2);
+        }
+        // A GSO frame always asks for the checksum; csum_start is the L4
+        // header. TCP: its data offset; UDP: 8 bytes.
+        let l4 = usize::from(o.csum_start);
+        let l4_len = match o.gso_type & !vnet::GSO_ECN {
+            vnet::GSO_TCPV4 | vnet::GSO_TCPV6 => f.get(l4 + 12).map_or(20, |b| usize::from(b >> 4) * 4),
+            _ => 8,
+        };
+        (l4 + l4_len + usize::from(o.gso_size)).saturating_sub(l2).min(f.len().saturating_sub(l2))
+    }
+
     /// `[virtio-net header | frame]` for a port that speaks virtio-net
     /// headers: the header is written from the metadata into the 10 bytes in
     /// front of the frame, so nothing is copied.

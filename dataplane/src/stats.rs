@@ -154,6 +154,9 @@ reasons! {
         HandedIn => "handed_in",
         /// Frames that waited for ARP resolution.
         ArpQueued => "arp_queued",
+        /// Frames on the uplink that are not for tapnet (other addresses,
+        /// other protocols): left to the kernel, not counted as drops.
+        UplinkIgnored => "uplink_ignored",
     }
 }
 

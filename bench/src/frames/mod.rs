@@ -16,7 +16,8 @@ pub mod wire;
 use control::ipam::mac_for;
 use dataplane::port::PortId;
 use dataplane::wire::{vnet, VnetHdr, VNET_HDR_LEN};
-use dataplane::{BATCH, BUF_SIZE, HEADROOM};
+use dataplane::packet::PacketBuf;
+use dataplane::BATCH;
 use etherparse::{EtherType, Ethernet2Header, PacketBuilder, TcpOptionElement};
 
 /// Largest TCP payload of one wire segment with timestamps (1500 - 20 - 32).
@@ -200,30 +201,35 @@ pub fn mixed_batch(pairs: usize) -> Vec<IngressBatch> {
     out
 }
 
-/// Receive buffers laid out as a worker's: [`BATCH`] buffers of
-/// [`BUF_SIZE`] bytes, each packet stored after [`HEADROOM`] bytes. The
-/// frames' headers then sit at the same addresses modulo the page size as in
-/// the worker, so cache behaviour matches.
+/// Receive buffers as a worker's: [`BATCH`] packet buffers, each packet
+/// where a port's read puts it. The frames' headers then sit at the same
+/// addresses modulo the page size as in the worker, so cache behaviour
+/// matches.
 pub struct RxBufs {
-    bufs: Vec<Box<[u8]>>,
+    bufs: Vec<PacketBuf>,
     lens: Vec<usize>,
 }
 
 impl RxBufs {
-    /// Buffers holding `pkts` (at most [`BATCH`]).
+    /// Buffers holding `pkts` (`[virtio-net header | frame]`, at most
+    /// [`BATCH`]) where a port's read puts them.
     pub fn new(pkts: &[Vec<u8>]) -> RxBufs {
         assert!(pkts.len() <= BATCH);
-        let mut bufs: Vec<Box<[u8]>> = (0..pkts.len()).map(|_| vec![0u8; BUF_SIZE].into_boxed_slice()).collect();
+        let mut bufs: Vec<PacketBuf> = (0..pkts.len()).map(|_| PacketBuf::new()).collect();
         let mut lens = Vec::with_capacity(pkts.len());
         for (b, p) in bufs.iter_mut().zip(pkts) {
-            b[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+            b.rx_area(true)[..p.len()].copy_from_slice(p);
             lens.push(p.len());
         }
         RxBufs { bufs, lens }
     }
-    /// The packets, as the worker sees them.
-    pub fn packets(&self) -> Vec<&[u8]> {
-        self.bufs.iter().zip(&self.lens).map(|(b, &n)| &b[HEADROOM..HEADROOM + n]).collect()
+    /// What the worker does after the read: parse and check each virtio-net
+    /// header into the buffer's metadata. Returns the buffers.
+    pub fn receive(&mut self, port: u16) -> &[PacketBuf] {
+        for (b, &n) in self.bufs.iter_mut().zip(&self.lens) {
+            b.set_received(n, true, port).expect("bench frames are well formed");
+        }
+        &self.bufs
     }
 }
 
@@ -313,8 +319,9 @@ mod tests {
             }
             assert_eq!(arp, 1);
         }
-        let bufs = RxBufs::new(&batches[0].pkts);
-        let pkts = bufs.packets();
-        assert!(pkts.iter().zip(&batches[0].pkts).all(|(a, b)| *a == &b[..]));
+        let mut bufs = RxBufs::new(&batches[0].pkts);
+        let pkts = bufs.receive(batches[0].ingress);
+        assert!(pkts.iter().zip(&batches[0].pkts).all(|(a, b)| a.frame() == &b[VNET_HDR_LEN..]));
+        assert!(pkts.iter().all(|p| p.meta.port == batches[0].ingress));
     }
 }

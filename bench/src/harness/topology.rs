@@ -9,6 +9,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use control::api::{ContainerSpec, NetworkSpec};
 use control::engine::{Engine, EngineConfig, EngineError};
 use control::ipam::mac_for;
 use control::netlink::{Netlink, NetlinkError};
@@ -218,9 +219,21 @@ impl TapnetBridge {
         register(&b);
         let e = tb.engine.as_mut().expect("just set");
         let subnet = format!("{}/{}", addr.subnet, addr.prefix);
-        e.network_create("bench", &subnet, Some(&addr.gateway.to_string()), Some(addr.mtu), None, None)?;
-        let ca = e.container_create(&a, "bench", Some(&addr.a.to_string()), None)?;
-        let cb = e.container_create(&b, "bench", Some(&addr.b.to_string()), None)?;
+        e.network_create(&NetworkSpec {
+            name: "bench".into(),
+            subnet: subnet.clone(),
+            gateway: Some(addr.gateway.to_string()),
+            mtu: Some(addr.mtu),
+            ..NetworkSpec::default()
+        })?;
+        let spec = |name: &str, ip: std::net::Ipv4Addr| ContainerSpec {
+            name: name.into(),
+            network: "bench".into(),
+            ip: Some(ip.to_string()),
+            ..ContainerSpec::default()
+        };
+        let ca = e.container_create(&spec(&a, addr.a))?;
+        let cb = e.container_create(&spec(&b, addr.b))?;
         tb.pair.a_ns = PathBuf::from(ca.sandbox_key);
         tb.pair.b_ns = PathBuf::from(cb.sandbox_key);
         Ok(tb)

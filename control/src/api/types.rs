@@ -9,14 +9,7 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Version,
-    NetworkCreate {
-        name: String,
-        subnet: String,
-        gateway: Option<String>,
-        mtu: Option<u32>,
-        fdb_max: Option<usize>,
-        fdb_ageing: Option<u64>,
-    },
+    NetworkCreate(NetworkSpec),
     NetworkLs,
     NetworkInspect {
         name: String,
@@ -33,12 +26,7 @@ pub enum Request {
         network: String,
         container: String,
     },
-    ContainerCreate {
-        name: String,
-        network: String,
-        ip: Option<String>,
-        mac: Option<String>,
-    },
+    ContainerCreate(ContainerSpec),
     ContainerRm {
         name: String,
     },
@@ -50,6 +38,49 @@ pub enum Request {
         network: String,
     },
     Stats,
+    /// The connection table of the gateways' NAT.
+    Conntrack,
+}
+
+/// What `network create` asks for. Every field but the name and subnet is
+/// optional; an absent one takes the daemon's default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub subnet: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub fdb_max: Option<usize>,
+    #[serde(default)]
+    pub fdb_ageing: Option<u64>,
+    /// Masquerade traffic leaving through the uplink (default true).
+    #[serde(default)]
+    pub masquerade: Option<bool>,
+    /// No way out of the network (default false).
+    #[serde(default)]
+    pub internal: bool,
+    /// Containers on the network may talk to each other (default true).
+    #[serde(default)]
+    pub icc: Option<bool>,
+}
+
+/// What `container create` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// `NET`, `none`, `host` or `container:OTHER`.
+    pub network: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Published ports, each as `-p` takes it:
+    /// `[IP:]HOST[-HOST]:CONTAINER[-CONTAINER][/tcp|udp]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// The reply envelope.
@@ -82,6 +113,9 @@ pub struct NetworkInfo {
     pub mtu: u32,
     pub fdb_max: usize,
     pub fdb_ageing: u64,
+    pub masquerade: bool,
+    pub internal: bool,
+    pub icc: bool,
     pub containers: Vec<NetworkEndpoint>,
 }
 
@@ -105,6 +139,50 @@ pub struct ContainerInfo {
     /// The namespace file to enter to run inside the container.
     pub sandbox_key: String,
     pub networks: Vec<ContainerEndpoint>,
+    /// Ports published on the uplink address.
+    #[serde(default)]
+    pub ports: Vec<PublishedPort>,
+}
+
+/// One published port (a `-p` mapping of one port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// "tcp" or "udp".
+    pub protocol: String,
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_ip: String,
+    pub container_port: u16,
+}
+
+/// One tracked connection, as `tapnet conntrack` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConntrackRow {
+    pub protocol: String,
+    /// SNAT, DNAT, HAIRPIN or IDENTITY.
+    pub kind: String,
+    /// TCP state, or UDP/ICMP.
+    pub state: String,
+    /// The initiator's packets as they arrive: `src:port -> dst:port`.
+    pub original: String,
+    /// What they leave as.
+    pub translated: String,
+    /// The replies as they arrive.
+    pub reply: String,
+    pub replied: bool,
+    /// Seconds until the entry expires without traffic.
+    pub timeout_s: f64,
+    /// The container the connection belongs to.
+    pub container: String,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub worker: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConntrackInfo {
+    pub entries: Vec<ConntrackRow>,
+    pub max: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +235,9 @@ pub struct StatsInfo {
     pub drops: BTreeMap<String, u64>,
     /// Bridge events per network.
     pub networks: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Gateway, uplink and NAT events.
+    #[serde(default)]
+    pub router: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

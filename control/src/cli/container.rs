@@ -20,6 +20,11 @@ pub enum ContainerCmd {
         ip: Option<String>,
         #[arg(long)]
         mac: Option<String>,
+        /// Publish a port on the uplink address:
+        /// `[IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|udp]` (tcp by
+        /// default). Repeatable.
+        #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+        publish: Vec<String>,
     },
     /// Remove a container and its namespace.
     #[command(alias = "remove")]
@@ -34,8 +39,9 @@ pub enum ContainerCmd {
 /// Run a `tapnet container` command.
 pub(super) fn run(sock: &Path, json: bool, c: ContainerCmd) -> Result<(), String> {
     match c {
-        ContainerCmd::Create { name, network, ip, mac } => {
-            let (ci, v): (api::ContainerInfo, _) = call(sock, Request::ContainerCreate { name, network, ip, mac })?;
+        ContainerCmd::Create { name, network, ip, mac, publish } => {
+            let spec = api::ContainerSpec { name, network, ip, mac, publish };
+            let (ci, v): (api::ContainerInfo, _) = call(sock, Request::ContainerCreate(spec))?;
             if json {
                 print_json(&v)
             } else {
@@ -62,7 +68,13 @@ pub(super) fn run(sock: &Path, json: bool, c: ContainerCmd) -> Result<(), String
                         .iter()
                         .map(|e| format!("{}={} ({}, {})", e.interface, e.ipv4_address, e.network, e.mac_address))
                         .collect();
-                    println!("{:<16} {:<12}  {:<20} {}", c.name, c.id, c.network_mode, ifs.join(", "));
+                    let ports: Vec<String> = c
+                        .ports
+                        .iter()
+                        .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol))
+                        .collect();
+                    let ports = if ports.is_empty() { String::new() } else { format!("  ports {}", ports.join(", ")) };
+                    println!("{:<16} {:<12}  {:<20} {}{}", c.name, c.id, c.network_mode, ifs.join(", "), ports);
                 }
             }
         }

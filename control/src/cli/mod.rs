@@ -77,6 +77,8 @@ pub enum Cmd {
     Fdb { network: String },
     /// Show per-port counters and drops by reason.
     Stats,
+    /// Show the connections the gateways' NAT tracks.
+    Conntrack,
     /// Build a network with two containers, ping, move TCP traffic, print the figures, tear down.
     Demo(external::Args),
     /// Compare tapnet's datapath with the kernel's (docker0's) on this machine.
@@ -107,6 +109,106 @@ pub struct DaemonArgs {
     /// Run in this named network namespace (the daemon's "host").
     #[arg(long)]
     pub netns: Option<String>,
+    /// The interface the dataplane routes out of (and publishes ports on).
+    #[arg(long, value_name = "IFACE", requires = "uplink_ip")]
+    pub uplink: Option<String>,
+    /// The uplink's IPv4 address, which the dataplane owns (A.B.C.D/LEN).
+    #[arg(long, value_name = "A.B.C.D/LEN", requires = "uplink")]
+    pub uplink_ip: Option<String>,
+    /// Next hop for destinations off the uplink's subnet.
+    #[arg(long, value_name = "IP", requires = "uplink")]
+    pub uplink_gateway: Option<String>,
+    /// direct: use IFACE itself (the kernel must not hold the uplink
+    /// address on it); macvlan: use a macvlan child of IFACE with its own
+    /// MAC, so the host keeps its own address on IFACE.
+    #[arg(long, value_enum, default_value = "direct", requires = "uplink")]
+    pub uplink_mode: crate::engine::UplinkMode,
+    /// Source ports masqueraded connections use on the uplink address.
+    #[arg(long, value_name = "LOW-HIGH", default_value = "32768-60999")]
+    pub snat_ports: String,
+    /// Bound on tracked connections (shared out between the workers).
+    #[arg(long, default_value_t = dataplane::DEFAULT_CONNTRACK_MAX)]
+    pub conntrack_max: usize,
+    /// A connection timeout, in seconds: NAME=SECONDS, where NAME is
+    /// tcp-syn, tcp-established, tcp-closing, tcp-time-wait, tcp-close,
+    /// udp, udp-stream or icmp. Repeatable.
+    #[arg(long, value_name = "NAME=SECONDS")]
+    pub conntrack_timeout: Vec<String>,
+}
+
+impl DaemonArgs {
+    /// The engine's settings; a one-line error for a bad value.
+    fn engine_config(&self) -> Result<EngineConfig, String> {
+        let workers = self.workers.unwrap_or_else(|| EngineConfig::default().workers);
+        if workers == 0 || workers > 64 {
+            return Err(format!("invalid --workers {workers}: must be between 1 and 64"));
+        }
+        let uplink = match (&self.uplink, &self.uplink_ip) {
+            (Some(iface), Some(ip)) => {
+                dataplane::port::check_ifname(iface).map_err(|e| format!("invalid --uplink: {e}"))?;
+                let (ip, prefix) = crate::engine::parse_cidr_host(ip)?;
+                let gateway = match &self.uplink_gateway {
+                    None => None,
+                    Some(g) => {
+                        let g: std::net::Ipv4Addr =
+                            g.parse().map_err(|_| format!("invalid --uplink-gateway {g:?}: not an IPv4 address"))?;
+                        let s = dataplane::router::Subnet::new(ip, prefix);
+                        if !s.contains(g) || g == ip {
+                            return Err(format!("invalid --uplink-gateway {g}: not another address of {ip}/{prefix}"));
+                        }
+                        Some(g)
+                    }
+                };
+                Some(crate::engine::UplinkOpts { iface: iface.clone(), ip, prefix, gateway, mode: self.uplink_mode })
+            }
+            _ => None,
+        };
+        let bad_range = || format!("invalid --snat-ports {:?}: expected LOW-HIGH within 1-65535", self.snat_ports);
+        let (lo, hi) = self.snat_ports.split_once('-').ok_or_else(bad_range)?;
+        let (lo, hi): (u16, u16) = (lo.parse().map_err(|_| bad_range())?, hi.parse().map_err(|_| bad_range())?);
+        if lo == 0 || lo > hi {
+            return Err(bad_range());
+        }
+        if self.conntrack_max == 0 || self.conntrack_max > dataplane::nat::conntrack::MAX_CAPACITY {
+            return Err(format!(
+                "invalid --conntrack-max {}: must be between 1 and {}",
+                self.conntrack_max,
+                dataplane::nat::conntrack::MAX_CAPACITY
+            ));
+        }
+        let mut t = dataplane::nat::Timeouts::default();
+        for kv in &self.conntrack_timeout {
+            let bad = || format!("invalid --conntrack-timeout {kv:?}: expected NAME=SECONDS (1 to 1000000)");
+            let (k, v) = kv.split_once('=').ok_or_else(bad)?;
+            let secs: u64 = v.parse().map_err(|_| bad())?;
+            if !(1..=1_000_000).contains(&secs) {
+                return Err(bad());
+            }
+            let ms = secs * 1000;
+            match k {
+                "tcp-syn" => t.syn_ms = ms,
+                "tcp-established" => t.established_ms = ms,
+                "tcp-closing" => t.closing_ms = ms,
+                "tcp-time-wait" => t.time_wait_ms = ms,
+                "tcp-close" => t.close_ms = ms,
+                "udp" => t.udp_ms = ms,
+                "udp-stream" => t.udp_stream_ms = ms,
+                "icmp" => t.icmp_ms = ms,
+                _ => return Err(format!("invalid --conntrack-timeout {kv:?}: unknown name {k:?}")),
+            }
+        }
+        Ok(EngineConfig {
+            workers,
+            pin: !self.no_pin,
+            fdb_max: self.fdb_max,
+            fdb_ageing: self.fdb_ageing,
+            busy_poll_us: self.busy_poll_us,
+            uplink,
+            snat_ports: lo..=hi,
+            conntrack_max: self.conntrack_max,
+            conntrack_timeouts: t,
+        })
+    }
 }
 
 /// Entry point of the `tapnet` binary.
@@ -156,21 +258,9 @@ fn run(cli: Cli) -> Result<(), String> {
     let json = cli.global.json.is_some();
     match cli.cmd {
         Cmd::Daemon(a) => {
-            let opts = crate::daemon::DaemonOpts {
-                socket: cli.global.socket.clone(),
-                state_dir: a.state_dir,
-                netns: a.netns,
-                engine: EngineConfig {
-                    workers: a.workers.unwrap_or_else(|| EngineConfig::default().workers),
-                    pin: !a.no_pin,
-                    fdb_max: a.fdb_max,
-                    fdb_ageing: a.fdb_ageing,
-                    busy_poll_us: a.busy_poll_us,
-                },
-            };
-            if opts.engine.workers == 0 || opts.engine.workers > 64 {
-                return Err(format!("invalid --workers {}: must be between 1 and 64", opts.engine.workers));
-            }
+            let engine = a.engine_config()?;
+            let opts =
+                crate::daemon::DaemonOpts { socket: cli.global.socket.clone(), state_dir: a.state_dir, netns: a.netns, engine };
             crate::daemon::run(opts).map_err(|e| e.to_string())
         }
         Cmd::Network(c) => network::run(sock, json, c),
@@ -178,6 +268,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Exec { name, cmd } => exec::run(sock, &name, &cmd),
         Cmd::Fdb { network } => show::fdb(sock, json, network),
         Cmd::Stats => show::stats(sock, json),
+        Cmd::Conntrack => show::conntrack(sock, json),
         // Only reached if `external::wanted` missed them.
         Cmd::Demo(_) | Cmd::Bench(_) => external::exec(&std::env::args_os().collect::<Vec<_>>()),
     }

@@ -26,6 +26,17 @@ pub enum NetworkCmd {
         /// MAC ageing time in seconds (default: the daemon's --fdb-ageing).
         #[arg(long)]
         fdb_ageing: Option<u64>,
+        /// Masquerade traffic leaving through the uplink (source address
+        /// becomes the uplink's). With false it leaves untranslated.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        masquerade: bool,
+        /// No way out: the gateway answers ARP, ping and DNS but routes nothing.
+        #[arg(long)]
+        internal: bool,
+        /// Inter-container communication: with false, containers on the
+        /// network reach only the gateway, not each other.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        icc: bool,
     },
     /// List networks.
     #[command(alias = "list")]
@@ -49,9 +60,19 @@ pub enum NetworkCmd {
 /// Run a `tapnet network` command.
 pub(super) fn run(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> {
     match c {
-        NetworkCmd::Create { name, subnet, gateway, mtu, fdb_max, fdb_ageing } => {
-            let (n, v): (api::NetworkInfo, _) =
-                call(sock, Request::NetworkCreate { name, subnet, gateway, mtu, fdb_max, fdb_ageing })?;
+        NetworkCmd::Create { name, subnet, gateway, mtu, fdb_max, fdb_ageing, masquerade, internal, icc } => {
+            let spec = api::NetworkSpec {
+                name,
+                subnet,
+                gateway,
+                mtu,
+                fdb_max,
+                fdb_ageing,
+                masquerade: Some(masquerade),
+                internal,
+                icc: Some(icc),
+            };
+            let (n, v): (api::NetworkInfo, _) = call(sock, Request::NetworkCreate(spec))?;
             if json {
                 print_json(&v)
             } else {

@@ -1,5 +1,6 @@
-//! `tapnet fdb` (a network's MAC table) and `tapnet stats` (the
-//! dataplane's counters): tables, or the daemon's JSON with `--json`.
+//! `tapnet fdb` (a network's MAC table), `tapnet stats` (the dataplane's
+//! counters) and `tapnet conntrack` (the NAT's connections): tables, or
+//! the daemon's JSON with `--json`.
 
 use std::path::Path;
 
@@ -48,5 +49,29 @@ pub(super) fn stats(sock: &Path, json: bool) -> Result<(), String> {
         let e: Vec<String> = ev.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("bridge {n}: {}", e.join(" "));
     }
+    let r: Vec<String> = s.router.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("router: {}", r.join(" "));
+    Ok(())
+}
+
+/// `tapnet conntrack`.
+pub(super) fn conntrack(sock: &Path, json: bool) -> Result<(), String> {
+    let (c, v): (api::ConntrackInfo, _) = call(sock, Request::Conntrack)?;
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!(
+        "{:<5} {:<9} {:<12} {:<44} {:<44} {:>9}  CONTAINER",
+        "PROTO", "KIND", "STATE", "ORIGINAL", "TRANSLATED", "TIMEOUT"
+    );
+    for e in &c.entries {
+        let state = if e.replied { e.state.clone() } else { format!("{} [UNREPLIED]", e.state) };
+        println!(
+            "{:<5} {:<9} {:<12} {:<44} {:<44} {:>8.0}s  {}",
+            e.protocol, e.kind, state, e.original, e.translated, e.timeout_s, e.container
+        );
+    }
+    println!("{} connections (max {})", c.entries.len(), c.max);
     Ok(())
 }

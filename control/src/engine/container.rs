@@ -9,8 +9,9 @@ use dataplane::wire::MacAddr;
 
 use super::endpoint::Endpoint;
 use super::ids::check_name;
+use super::publish::{self, Mapping};
 use super::{Engine, EngineError, Result};
-use crate::api::{ContainerEndpoint, ContainerInfo};
+use crate::api::{ContainerEndpoint, ContainerInfo, ContainerSpec, PublishedPort};
 use crate::ipam::parse_addr;
 use crate::sandbox;
 
@@ -50,16 +51,42 @@ pub(super) struct Container {
     pub(super) sandbox: PathBuf,
     pub(super) owns_sandbox: bool,
     pub(super) endpoints: Vec<Endpoint>,
+    /// Ports published on the uplink address (to the first endpoint).
+    pub(super) published: Vec<Mapping>,
 }
 
 impl Engine {
-    pub fn container_create(
-        &mut self,
-        name: &str,
-        network: &str,
-        ip: Option<&str>,
-        mac: Option<&str>,
-    ) -> Result<ContainerInfo> {
+    /// Check `-p` mappings for container `name` on network `net` without
+    /// changing anything.
+    fn check_publish(&self, name: &str, net: Option<&str>, specs: &[String]) -> Result<Vec<Mapping>> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(net) = net else { return Err(EngineError::NeedsNetwork("-p/--publish")) };
+        let Some(u) = self.uplink.as_ref() else { return Err(EngineError::PublishNeedsUplink) };
+        if self.networks.get(net).is_some_and(|n| n.internal) {
+            return Err(EngineError::PublishInternal(net.into()));
+        }
+        let mut all: Vec<Mapping> = Vec::new();
+        for s in specs {
+            for m in publish::parse(s, u.opts.ip)? {
+                let taken = |o: &Mapping| o.proto == m.proto && o.host_port == m.host_port;
+                let by = if all.iter().any(taken) {
+                    Some(name.to_string())
+                } else {
+                    self.containers.iter().find(|(_, c)| c.published.iter().any(taken)).map(|(n, _)| n.clone())
+                };
+                if let Some(by) = by {
+                    return Err(EngineError::PortPublished { port: m.host_port, proto: publish::proto_name(m.proto), by });
+                }
+                all.push(m);
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn container_create(&mut self, spec: &ContainerSpec) -> Result<ContainerInfo> {
+        let (name, network, ip, mac) = (spec.name.as_str(), spec.network.as_str(), spec.ip.as_deref(), spec.mac.as_deref());
         check_name("container", name, 15)?;
         if self.containers.contains_key(name) {
             return Err(EngineError::ContainerExists(name.into()));
@@ -75,6 +102,8 @@ impl Engine {
                 return Err(EngineError::NeedsNetwork("--mac"));
             }
         }
+        let published =
+            self.check_publish(name, if let Mode::Bridge(n) = &mode { Some(n.as_str()) } else { None }, &spec.publish)?;
         let (sandbox, owns) = match &mode {
             Mode::Host => (PathBuf::from(format!("/proc/{}/ns/net", std::process::id())), false),
             Mode::Container(other) => {
@@ -90,12 +119,24 @@ impl Engine {
         let id = self.new_id(name);
         self.containers.insert(
             name.to_string(),
-            Container { id, mode: mode.clone(), sandbox, owns_sandbox: owns, endpoints: Vec::new() },
+            Container { id, mode: mode.clone(), sandbox, owns_sandbox: owns, endpoints: Vec::new(), published },
         );
         if let Mode::Bridge(net) = &mode {
-            if let Err(e) = self.attach(name, net, ip, mac) {
-                let _ = self.container_rm(name);
-                return Err(e);
+            let res = self.attach(name, net, ip, mac).and_then(|ep| {
+                self.sync_network(net)?;
+                self.sync_router()?;
+                Ok(ep)
+            });
+            match res {
+                Ok(ep) => {
+                    let gw = self.networks[net.as_str()].ipam.gateway();
+                    let _ = crate::hosts::write_resolv_conf(name, gw);
+                    let _ = ep;
+                }
+                Err(e) => {
+                    let _ = self.container_rm(name);
+                    return Err(e);
+                }
             }
         }
         self.refresh_hosts();
@@ -123,6 +164,19 @@ impl Engine {
             if let Err(e) = self.detach(ep) {
                 first_err.get_or_insert(e);
             }
+        }
+        for ep in &c.endpoints {
+            if let Err(e) = self.sync_network(&ep.network) {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.sync_router() {
+            first_err.get_or_insert(e);
+        }
+        for ep in &c.endpoints {
+            // Its connections go with it (a new container may get its
+            // address and ports).
+            let _ = self.dp.conntrack_forget(u32::from(ep.port));
         }
         if c.owns_sandbox {
             crate::hosts::remove(name);
@@ -157,12 +211,26 @@ impl Engine {
                 }
             })
             .collect();
+        let host_ip = self.uplink.as_ref().map(|u| u.opts.ip.to_string()).unwrap_or_default();
+        let container_ip = c.endpoints.first().map(|e| e.addr.to_string()).unwrap_or_default();
+        let ports = c
+            .published
+            .iter()
+            .map(|m| PublishedPort {
+                protocol: publish::proto_name(m.proto).into(),
+                host_ip: host_ip.clone(),
+                host_port: m.host_port,
+                container_ip: container_ip.clone(),
+                container_port: m.container_port,
+            })
+            .collect();
         Ok(ContainerInfo {
             name: name.into(),
             id: c.id.clone(),
             network_mode: c.mode.text(),
             sandbox_key: c.sandbox.display().to_string(),
             networks,
+            ports,
         })
     }
 
@@ -189,6 +257,8 @@ impl Engine {
             return Err(EngineError::AlreadyConnected(container.into(), net.into()));
         }
         self.attach(container, net, ip, None)?;
+        self.sync_network(net)?;
+        self.sync_router()?;
         self.refresh_hosts();
         self.container_inspect(container)
     }
@@ -205,6 +275,9 @@ impl Engine {
             .ok_or_else(|| EngineError::NotConnected(container.into(), net.into()))?;
         let ep = self.containers.get_mut(container).expect("checked").endpoints.remove(i);
         self.detach(&ep)?;
+        self.sync_network(net)?;
+        self.sync_router()?;
+        let _ = self.dp.conntrack_forget(u32::from(ep.port));
         self.refresh_hosts();
         self.container_inspect(container)
     }

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use dataplane::port::{PortId, PortQueue};
 use dataplane::wire::MacAddr;
+use dataplane::PortRole;
 
 use super::{Engine, EngineError, Result};
 use crate::ipam::mac_for;
@@ -33,6 +34,9 @@ impl Engine {
         if let Some(m) = mac {
             if !m.is_unicast() {
                 return Err(EngineError::MacNotUnicast(m));
+            }
+            if m == n.gateway_mac {
+                return Err(EngineError::MacIsGateway(m, net.into()));
             }
             if self.containers.values().flat_map(|c| &c.endpoints).any(|e| e.network == net && e.mac == m) {
                 return Err(EngineError::MacTaken(m, net.into()));
@@ -83,7 +87,10 @@ impl Engine {
         };
         let res = sandbox::attach(&spec)
             .map_err(EngineError::from)
-            .and_then(|qs| Ok(self.dp.add_port(port, net_id, qs.into_iter().map(PortQueue::Tap).collect())?));
+            .and_then(|qs| {
+                let qs = qs.into_iter().map(PortQueue::Tap).collect();
+                Ok(self.dp.add_port(port, PortRole::Access(net_id), mtu, qs)?)
+            });
         if let Err(e) = res {
             self.networks.get_mut(net).expect("checked").ipam.release(addr);
             self.port_ids.release(port);

@@ -7,7 +7,7 @@ use dataplane::port::PortId;
 use hashbrown::HashMap;
 
 use super::{Engine, EngineError, Result};
-use crate::api::{FdbInfo, FdbRow, PortStats, StatsInfo, WorkerInfo};
+use crate::api::{ConntrackInfo, ConntrackRow, FdbInfo, FdbRow, PortStats, StatsInfo, WorkerInfo};
 
 impl Engine {
     fn port_names(&self) -> HashMap<PortId, (String, String)> {
@@ -73,6 +73,41 @@ impl Engine {
             .enumerate()
             .map(|(i, w)| WorkerInfo { worker: i, wakeups: w.wakeups.get(), frames: w.frames.get() })
             .collect();
-        StatsInfo { workers: self.dp.workers(), per_worker, ports, drops, networks }
+        let router = st.router().into_iter().map(|(e, v)| (e.name().to_string(), v)).collect();
+        StatsInfo { workers: self.dp.workers(), per_worker, ports, drops, networks, router }
+    }
+
+    /// The connection table: every tracked flow, over all workers.
+    pub fn conntrack(&self) -> Result<ConntrackInfo> {
+        let names = self.port_names();
+        let mut entries: Vec<ConntrackRow> = self
+            .dp
+            .conntrack()?
+            .into_iter()
+            .map(|f| {
+                let pair = |k: &dataplane::nat::FlowKey| format!("{}:{} -> {}:{}", k.src, k.sport, k.dst, k.dport);
+                let container = u16::try_from(f.tag)
+                    .ok()
+                    .and_then(|p| names.get(&p))
+                    .map(|(n, _)| n.split(':').next().unwrap_or(n).to_string())
+                    .unwrap_or_default();
+                ConntrackRow {
+                    protocol: f.original.proto.name().to_string(),
+                    kind: f.kind.name().to_string(),
+                    state: f.state.clone(),
+                    original: pair(&f.original),
+                    translated: pair(&f.translated),
+                    reply: pair(&f.reply),
+                    replied: f.replied,
+                    timeout_s: f.timeout_ms as f64 / 1000.0,
+                    container,
+                    packets: f.packets,
+                    bytes: f.bytes,
+                    worker: f.worker,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.protocol, &a.original).cmp(&(&b.protocol, &b.original)));
+        Ok(ConntrackInfo { entries, max: self.cfg.conntrack_max })
     }
 }

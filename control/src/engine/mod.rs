@@ -7,11 +7,15 @@
 //!
 //! Where things are: `network.rs` (networks), `container.rs` (containers
 //! and their network modes), `endpoint.rs` (a container's interface on a
-//! network: its TAP, address and MAC), `inspect.rs` (MAC tables and
-//! counters), `ids.rs` (id pools, ids and the naming rules); this file
-//! holds the engine itself, its settings and errors, and dispatches API
-//! requests.
+//! network: its TAP, address and MAC), `publish.rs` (published ports),
+//! `uplink.rs` (the uplink interface), `router.rs` (what the dataplane's
+//! router is told), `inspect.rs` (MAC tables, connections and counters),
+//! `ids.rs` (id pools, ids and the naming rules); this file holds the
+//! engine itself, its settings and errors, and dispatches API requests.
 
+use std::ops::RangeInclusive;
+
+use dataplane::nat::Timeouts;
 use dataplane::stats::{MAX_NETWORKS, MAX_PORTS};
 use dataplane::wire::MacAddr;
 use dataplane::{Config as DpConfig, Dataplane, DataplaneError};
@@ -26,10 +30,14 @@ mod endpoint;
 mod ids;
 mod inspect;
 mod network;
+mod publish;
+mod router;
+mod uplink;
 
 use container::Container;
 use ids::IdPool;
 use network::Network;
+pub use uplink::{macvlan_name, parse_cidr_host, UplinkMode, UplinkOpts};
 
 /// Errors from engine operations; each message is one line for the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +87,19 @@ pub enum EngineError {
     NotConnected(String, String),
     #[error("no free {0} id left")]
     IdsExhausted(&'static str),
+    /// The uplink could not be set up.
+    #[error("uplink: {0}")]
+    Uplink(String),
+    #[error("invalid published port {0:?}: {1}")]
+    BadPublish(String, String),
+    #[error("publishing ports needs an uplink (start the daemon with --uplink IFACE --uplink-ip A.B.C.D/LEN)")]
+    PublishNeedsUplink,
+    #[error("host port {port}/{proto} is already published by container {by:?}")]
+    PortPublished { port: u16, proto: &'static str, by: String },
+    #[error("network {0:?} is internal: it has no way out, so nothing on it can be published")]
+    PublishInternal(String),
+    #[error("MAC address {0} is the gateway's of network {1:?}")]
+    MacIsGateway(MacAddr, String),
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -97,6 +118,13 @@ pub struct EngineConfig {
     pub fdb_ageing: u64,
     /// Workers poll without sleeping for this long after traffic (µs).
     pub busy_poll_us: u32,
+    /// The uplink, if any.
+    pub uplink: Option<UplinkOpts>,
+    /// Source ports for masqueraded flows.
+    pub snat_ports: RangeInclusive<u16>,
+    /// Bound on tracked connections.
+    pub conntrack_max: usize,
+    pub conntrack_timeouts: Timeouts,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +135,10 @@ impl Default for EngineConfig {
             fdb_max: dataplane::bridge::fdb::DEFAULT_CAPACITY,
             fdb_ageing: dataplane::bridge::fdb::DEFAULT_AGEING_MS / 1000,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
+            uplink: None,
+            snat_ports: dataplane::router::config::DEFAULT_SNAT_PORTS,
+            conntrack_max: dataplane::DEFAULT_CONNTRACK_MAX,
+            conntrack_timeouts: Timeouts::default(),
         }
     }
 }
@@ -120,6 +152,7 @@ pub struct Engine {
     net_ids: IdPool,
     port_ids: IdPool,
     seq: u64,
+    uplink: Option<uplink::Uplink>,
 }
 
 /// An API reply as JSON (the reply types always serialize).
@@ -128,11 +161,17 @@ fn to_value<T: serde::Serialize>(x: &T) -> serde_json::Value {
 }
 
 impl Engine {
-    /// Start the dataplane.
+    /// Start the dataplane, and set up the uplink if there is one.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
-        let dp =
-            Dataplane::start(&DpConfig { workers: cfg.workers.max(1), pin: cfg.pin, busy_poll_us: cfg.busy_poll_us })?;
-        Ok(Engine {
+        let dp = Dataplane::start(&DpConfig {
+            workers: cfg.workers.max(1),
+            pin: cfg.pin,
+            busy_poll_us: cfg.busy_poll_us,
+            conntrack_max: cfg.conntrack_max,
+            conntrack_timeouts: cfg.conntrack_timeouts.clone(),
+        })?;
+        let uplink = cfg.uplink.clone();
+        let mut e = Engine {
             cfg,
             dp,
             networks: HashMap::new(),
@@ -140,7 +179,13 @@ impl Engine {
             net_ids: IdPool::new(MAX_NETWORKS),
             port_ids: IdPool::new(MAX_PORTS),
             seq: 0,
-        })
+            uplink: None,
+        };
+        if let Some(u) = uplink {
+            e.uplink_up(&u)?;
+            e.sync_router()?;
+        }
+        Ok(e)
     }
 
     pub fn workers(&self) -> usize {
@@ -163,9 +208,7 @@ impl Engine {
                 pid: std::process::id(),
                 workers: self.workers(),
             }),
-            Request::NetworkCreate { name, subnet, gateway, mtu, fdb_max, fdb_ageing } => {
-                to_value(&self.network_create(&name, &subnet, gateway.as_deref(), mtu, fdb_max, fdb_ageing)?)
-            }
+            Request::NetworkCreate(spec) => to_value(&self.network_create(&spec)?),
             Request::NetworkLs => to_value(&self.network_ls()),
             Request::NetworkInspect { name } => to_value(&self.network_inspect(&name)?),
             Request::NetworkRm { name } => {
@@ -178,9 +221,7 @@ impl Engine {
             Request::NetworkDisconnect { network, container } => {
                 to_value(&self.network_disconnect(&network, &container)?)
             }
-            Request::ContainerCreate { name, network, ip, mac } => {
-                to_value(&self.container_create(&name, &network, ip.as_deref(), mac.as_deref())?)
-            }
+            Request::ContainerCreate(spec) => to_value(&self.container_create(&spec)?),
             Request::ContainerRm { name } => {
                 self.container_rm(&name)?;
                 serde_json::Value::String(name)
@@ -189,6 +230,7 @@ impl Engine {
             Request::ContainerInspect { name } => to_value(&self.container_inspect(&name)?),
             Request::Fdb { network } => to_value(&self.fdb(&network)?),
             Request::Stats => to_value(&self.stats()),
+            Request::Conntrack => to_value(&self.conntrack()?),
         })
     }
 
@@ -217,6 +259,9 @@ impl Engine {
                 errors.push(format!("network {n}: {e}"));
             }
         }
+        if let Err(e) = self.uplink_down() {
+            errors.push(format!("uplink: {e}"));
+        }
         self.dp.shutdown();
         errors
     }
@@ -224,7 +269,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if !self.containers.is_empty() || !self.networks.is_empty() {
+        if !self.containers.is_empty() || !self.networks.is_empty() || self.uplink.is_some() {
             self.shutdown();
         }
     }

@@ -1,15 +1,18 @@
-//! Networks: one learning bridge each, with its subnet, gateway, MTU and
-//! MAC table.
+//! Networks: one learning bridge each, with its subnet, MTU and MAC table,
+//! and a gateway in the dataplane (its address, and a MAC pinned in the
+//! MAC table) with the network's policy: masquerade, internal, icc.
 
 use std::sync::Arc;
 
 use dataplane::bridge::Fdb;
+use dataplane::port::GATEWAY_PORT;
 use dataplane::stats::NetId;
+use dataplane::wire::MacAddr;
 
 use super::ids::check_name;
 use super::{Engine, EngineError, Result};
-use crate::api::{NetworkEndpoint, NetworkInfo};
-use crate::ipam::{parse_addr, Ipam, Subnet};
+use crate::api::{NetworkEndpoint, NetworkInfo, NetworkSpec};
+use crate::ipam::{mac_for, parse_addr, Ipam, Subnet};
 
 pub(super) struct Network {
     pub(super) id: String,
@@ -17,18 +20,16 @@ pub(super) struct Network {
     pub(super) ipam: Ipam,
     pub(super) mtu: u32,
     pub(super) fdb: Arc<Fdb>,
+    pub(super) gateway_mac: MacAddr,
+    pub(super) masquerade: bool,
+    pub(super) internal: bool,
+    pub(super) icc: bool,
 }
 
 impl Engine {
-    pub fn network_create(
-        &mut self,
-        name: &str,
-        subnet: &str,
-        gateway: Option<&str>,
-        mtu: Option<u32>,
-        fdb_max: Option<usize>,
-        fdb_ageing: Option<u64>,
-    ) -> Result<NetworkInfo> {
+    pub fn network_create(&mut self, spec: &NetworkSpec) -> Result<NetworkInfo> {
+        let (name, subnet, gateway, mtu) = (spec.name.as_str(), spec.subnet.as_str(), spec.gateway.as_deref(), spec.mtu);
+        let (fdb_max, fdb_ageing) = (spec.fdb_max, spec.fdb_ageing);
         check_name("network", name, 64)?;
         if matches!(name, "none" | "host") || name.starts_with("container:") {
             return Err(EngineError::BadName { what: "network", name: name.into(), why: "reserved for network modes" });
@@ -56,12 +57,36 @@ impl Engine {
         }
         let net = self.net_ids.alloc("network")?;
         let fdb = Arc::new(Fdb::new(fdb_max, ageing * 1000));
-        if let Err(e) = self.dp.add_network(net, fdb.clone()) {
-            self.net_ids.release(net);
-            return Err(e.into());
-        }
+        // The gateway's MAC: Docker's scheme on the gateway address, which
+        // no container is given. Pinned, so no container can take it over.
+        let gateway_mac = mac_for(ipam.gateway());
+        fdb.insert_static(gateway_mac, GATEWAY_PORT);
         let id = self.new_id(name);
-        self.networks.insert(name.to_string(), Network { id, net, ipam, mtu, fdb });
+        self.networks.insert(
+            name.to_string(),
+            Network {
+                id,
+                net,
+                ipam,
+                mtu,
+                fdb: fdb.clone(),
+                gateway_mac,
+                masquerade: spec.masquerade.unwrap_or(true),
+                internal: spec.internal,
+                icc: spec.icc.unwrap_or(true),
+            },
+        );
+        let res = self
+            .dp
+            .add_network(net, fdb, self.net_config(name))
+            .map_err(EngineError::from)
+            .and_then(|()| self.sync_router());
+        if let Err(e) = res {
+            let n = self.networks.remove(name).expect("just inserted");
+            let _ = self.dp.remove_network(n.net);
+            self.net_ids.release(n.net);
+            return Err(e);
+        }
         self.network_inspect(name)
     }
 
@@ -97,6 +122,9 @@ impl Engine {
             mtu: n.mtu,
             fdb_max: n.fdb.capacity(),
             fdb_ageing: n.fdb.ageing_ms() / 1000,
+            masquerade: n.masquerade,
+            internal: n.internal,
+            icc: n.icc,
             containers,
         })
     }
@@ -118,6 +146,6 @@ impl Engine {
         let n = self.networks.remove(name).expect("checked above");
         self.dp.remove_network(n.net)?;
         self.net_ids.release(n.net);
-        Ok(())
+        self.sync_router()
     }
 }

@@ -36,6 +36,12 @@ pub const IFLA_LINKINFO: u16 = 18;
 pub const IFLA_NET_NS_FD: u16 = 28;
 pub const IFLA_INFO_KIND: u16 = 1;
 pub const IFLA_INFO_DATA: u16 = 2;
+/// `IFLA_LINK`: the lower device of a stacked link (a macvlan's parent).
+pub const IFLA_LINK: u16 = 5;
+/// `IFLA_MACVLAN_MODE` inside a macvlan's `IFLA_INFO_DATA`.
+pub const IFLA_MACVLAN_MODE: u16 = 1;
+/// `MACVLAN_MODE_BRIDGE`: children of one parent reach each other.
+pub const MACVLAN_MODE_BRIDGE: u32 = 4;
 pub const VETH_INFO_PEER: u16 = 1;
 
 pub const IFA_ADDRESS: u16 = 1;

@@ -126,6 +126,18 @@ impl Netlink {
         self.ack("add veth", msg)
     }
 
+    /// Creates macvlan `name` on top of link `parent` in bridge mode, with
+    /// MAC `mac`, down, in the socket's namespace (`ip link add NAME link
+    /// PARENT address MAC type macvlan mode bridge`).
+    pub fn link_add_macvlan(&mut self, name: &str, parent: u32, mac: [u8; 6]) -> Result<()> {
+        check_ifname(name)?;
+        let msg = newlink(name).attr_u32(IFLA_LINK, parent).attr(IFLA_ADDRESS, &mac).nest(IFLA_LINKINFO, |m| {
+            m.attr_str(IFLA_INFO_KIND, "macvlan")
+                .nest(IFLA_INFO_DATA, |m| m.attr_u32(IFLA_MACVLAN_MODE, MACVLAN_MODE_BRIDGE))
+        });
+        self.ack("add macvlan", msg)
+    }
+
     /// Creates bridge `name`, down, in the socket's namespace.
     pub fn link_add_bridge(&mut self, name: &str) -> Result<()> {
         check_ifname(name)?;

@@ -101,6 +101,9 @@ pub struct Endpoint {
     /// every routed frame delivered to it).
     pub gateway_mac: MacAddr,
     pub mtu: u32,
+    /// On a network without masquerade (and not internal): the outside
+    /// may send replies straight to this address.
+    pub routable: bool,
 }
 
 /// IP protocols NAT translates by port.

@@ -17,11 +17,14 @@
 
 pub mod arp;
 pub mod config;
+mod route;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::dns::{self, cookie::CookieKey};
+use crate::nat::{icmp::RateLimit, Conntrack};
+use route::From;
 use crate::packet::{Offload, PacketBuf};
 use crate::wire::dns::Rcode;
 use crate::port::PortId;
@@ -85,6 +88,11 @@ impl Emit {
     }
     pub fn len(&self) -> usize {
         self.n
+    }
+    /// Forget the frame pushed last (it turned out there was nothing to
+    /// send).
+    pub fn cancel_last(&mut self) {
+        self.n = self.n.saturating_sub(1);
     }
     pub fn is_empty(&self) -> bool {
         self.n == 0
@@ -159,10 +167,17 @@ pub struct Router {
     dns_key: CookieKey,
     /// IPv4 Identification of the packets the router makes.
     ip_id: u16,
+    /// This worker's connection table (see `route.rs` for who owns what).
+    pub ct: Conntrack,
+    /// ICMP errors this worker may send (RFC 1812 §4.3.2.8).
+    icmp_limit: RateLimit,
 }
 
+/// Entries of the connection table freed per loop iteration at most.
+pub const SWEEP_BUDGET: usize = 64;
+
 impl Router {
-    pub fn new(worker: u16, workers: u16, arp: Arc<ArpCache>, dns_key: CookieKey) -> Router {
+    pub fn new(worker: u16, workers: u16, arp: Arc<ArpCache>, dns_key: CookieKey, ct: Conntrack) -> Router {
         Router {
             worker,
             workers: workers.max(1),
@@ -171,7 +186,18 @@ impl Router {
             emit: Emit::default(),
             dns_key,
             ip_id: (worker).wrapping_mul(0x1000),
+            ct,
+            icmp_limit: RateLimit::default(),
         }
+    }
+
+    /// Free expired connections, a few at a time; returns how many.
+    pub fn sweep(&mut self, now: u64, st: &WorkerStats) -> usize {
+        let n = self.ct.sweep(now, SWEEP_BUDGET);
+        if n > 0 {
+            st.router[RouterEvent::FlowsExpired as usize].add(n as u64);
+        }
+        n
     }
 
     #[inline]
@@ -222,29 +248,24 @@ impl Router {
         if ip.dst == nc.gateway.ip {
             return self.local(nc, buf, &ip, now, st);
         }
-        let uplink = self.cfg.uplink;
-        if let Some(u) = uplink {
-            if ip.dst == u.ip {
-                // The uplink address is the host's: ping answers; published
-                // ports are reached through hairpin NAT.
-                if ip.protocol == 1 && is_echo_request(buf.frame(), &ip) {
-                    return self.echo_reply(buf, &ip, nc.gateway.mac, st);
-                }
-            }
-        }
         if nc.gateway.subnet.contains(ip.dst) || ip.dst.is_broadcast() || ip.dst.is_multicast() {
-            return Action::Drop(DropReason::NoRoute);
-        }
-        if self.cfg.network_of(ip.dst).is_some() {
             return Action::Drop(DropReason::NoRoute);
         }
         if nc.internal {
             return Action::Drop(DropReason::Internal);
         }
-        if uplink.is_none() {
-            return Action::Drop(DropReason::NoUplink);
+        let Some(u) = self.cfg.uplink else { return Action::Drop(DropReason::NoUplink) };
+        if ip.dst == u.ip {
+            // The uplink address is the host's: ping answers; published
+            // ports are reached through hairpin NAT.
+            if ip.protocol == 1 && is_echo_request(buf.frame(), &ip) {
+                return self.echo_reply(buf, &ip, nc.gateway.mac, st);
+            }
+        } else if self.cfg.network_of(ip.dst).is_some() {
+            // Networks are not routed to each other, as in Docker.
+            return Action::Drop(DropReason::NoRoute);
         }
-        Action::Drop(DropReason::NoFlow)
+        self.forward(From::Net(nc), buf, &ip, now, st)
     }
 
     /// A frame read from the uplink.
@@ -255,19 +276,29 @@ impl Router {
         match eth.ethertype() {
             EtherType::Ipv4 => {}
             EtherType::Arp => return self.uplink_arp(&u, buf, now, st),
-            _ => return Action::Drop(DropReason::NotIpv4),
+            _ => {
+                st.router(RouterEvent::UplinkIgnored);
+                return Action::Consumed;
+            }
         }
         let ip = match parse_ipv4(frame) {
             Ok(ip) => ip,
             Err(r) => return Action::Drop(r),
         };
-        if ip.dst != u.ip {
-            return Action::Drop(DropReason::NotForUs);
+        if ip.dst == u.ip {
+            if ip.protocol == 1 && is_echo_request(buf.frame(), &ip) {
+                return self.echo_reply(buf, &ip, u.mac, st);
+            }
+            return self.forward(From::Uplink(&u), buf, &ip, now, st);
         }
-        if ip.protocol == 1 && is_echo_request(buf.frame(), &ip) {
-            return self.echo_reply(buf, &ip, u.mac, st);
+        if self.cfg.endpoints.get(&ip.dst).is_some_and(|e| e.routable) {
+            // A reply to a container of a network without masquerade.
+            return self.forward(From::Uplink(&u), buf, &ip, now, st);
         }
-        Action::Drop(DropReason::NoFlow)
+        // Traffic of the LAN (or of the kernel's own addresses on this
+        // interface) that is not ours: not an error.
+        st.router(RouterEvent::UplinkIgnored);
+        Action::Consumed
     }
 
     /// ARP unicast to the gateway's MAC (a container's kernel re-checking

@@ -68,6 +68,10 @@ pub enum Ctrl {
     AddPort { port: PortId, role: PortRole, mtu: u32, queue: PortQueue, done: Sender<io::Result<()>> },
     RemovePort { port: PortId, done: Sender<()> },
     SetRouter { cfg: Arc<RouterConfig>, done: Sender<()> },
+    /// List this worker's connections.
+    Conntrack { done: Sender<Vec<crate::FlowInfo>> },
+    /// Forget the connections whose tag is `tag` (a container going away).
+    ConntrackForget { tag: u32, done: Sender<usize> },
     Shutdown,
 }
 
@@ -133,6 +137,7 @@ pub(crate) struct WorkerSetup {
     pub busy_poll_us: u32,
     pub arp: Arc<ArpCache>,
     pub dns_key: crate::dns::CookieKey,
+    pub conntrack: crate::nat::Conntrack,
     pub handoff: handoff::Handoff,
 }
 
@@ -150,7 +155,7 @@ impl Worker {
             bufs: (0..BATCH).map(|_| PacketBuf::new()).collect(),
             actions: [Action::Consumed; BATCH],
             tally: Tally::default(),
-            router: Router::new(s.id as u16, s.workers as u16, s.arp, s.dns_key),
+            router: Router::new(s.id as u16, s.workers as u16, s.arp, s.dns_key, s.conntrack),
             pool: (0..handoff::POOL).map(|_| PacketBuf::new()).collect(),
             pending: Vec::with_capacity(PENDING_MAX),
             handoff: s.handoff,
@@ -225,6 +230,10 @@ impl Worker {
             if !self.pending.is_empty() {
                 self.serve_pending();
             }
+            if !self.router.ct.is_empty() {
+                let now = self.clock.now_ms();
+                self.router.sweep(now, &self.stats.workers[self.id]);
+            }
             self.wake_owners();
             if worked {
                 // Spin only after rounds of small frames: request/response
@@ -278,6 +287,15 @@ impl Worker {
                 Ctrl::SetRouter { cfg, done } => {
                     self.router.cfg = cfg;
                     let _ = done.send(());
+                }
+                Ctrl::Conntrack { done } => {
+                    let now = self.clock.now_ms();
+                    let w = self.id;
+                    let v = self.router.ct.iter(now).map(|l| crate::FlowInfo::from_live(w, &l, now)).collect();
+                    let _ = done.send(v);
+                }
+                Ctrl::ConntrackForget { tag, done } => {
+                    let _ = done.send(self.router.ct.retain(|e| e.tag != tag));
                 }
             }
         }

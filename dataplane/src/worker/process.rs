@@ -13,7 +13,7 @@ use crate::packet::PacketBuf;
 use crate::port::{PortId, PortQueue, GATEWAY_PORT};
 use crate::router::{Action, Neighbour};
 use crate::stats::{DropReason, RouterEvent, WorkerStats};
-use crate::wire::{ethernet, MacAddr};
+use crate::wire::MacAddr;
 
 use super::handoff::{Handed, Resume};
 use super::{Pending, PortRole, WNet, WPort, Worker, BATCH, PENDING_MAX, PENDING_MS};
@@ -330,37 +330,11 @@ fn set_eth_dst(buf: &mut PacketBuf, mac: MacAddr) {
     }
 }
 
-/// The length of the frames `buf` becomes on the wire after segmentation
-/// (a GSO super-frame by its segment size), for the MTU check. Counted
-/// without the Ethernet header, as an interface's MTU is.
-#[inline]
-fn wire_len(buf: &PacketBuf) -> usize {
-    let f = buf.frame();
-    let o = &buf.meta.offload;
-    let l2 = match f.get(12..14) {
-        Some([0x81, 0x00]) | Some([0x88, 0xa8]) => ethernet::HEADER_LEN + 4,
-        _ => ethernet::HEADER_LEN,
-    };
-    if !o.is_gso() {
-        return f.len().saturating_sub(l2);
-    }
-    // A GSO frame always asks for the checksum; csum_start is the L4
-    // header. TCP: its data offset; UDP: 8 bytes.
-    let l4 = usize::from(o.csum_start);
-    let l4_len = match o.gso_type & !crate::wire::vnet::GSO_ECN {
-        crate::wire::vnet::GSO_TCPV4 | crate::wire::vnet::GSO_TCPV6 => {
-            f.get(l4 + 12).map_or(20, |b| usize::from(b >> 4) * 4)
-        }
-        _ => 8,
-    };
-    (l4 + l4_len + usize::from(o.gso_size)).saturating_sub(l2).min(f.len().saturating_sub(l2))
-}
-
 /// Whether `buf` fits the MTU of port `out` (an unknown port: yes, the
 /// send will count the error).
 #[inline]
 fn fits_mtu(ports: &[Option<WPort>], out: PortId, buf: &PacketBuf) -> bool {
-    ports.get(out as usize).and_then(Option::as_ref).is_none_or(|p| wire_len(buf) <= p.mtu as usize)
+    ports.get(out as usize).and_then(Option::as_ref).is_none_or(|p| buf.wire_len() <= p.mtu as usize)
 }
 
 /// Send `buf` out of `out`, counting it, unless it exceeds the port's MTU.
@@ -371,7 +345,7 @@ pub(super) fn transmit(ports: &mut [Option<WPort>], stats: &WorkerStats, out: Po
         return;
     };
     let pc = &stats.ports[out as usize];
-    if wire_len(buf) > port.mtu as usize {
+    if buf.wire_len() > port.mtu as usize {
         stats.drop(DropReason::Oversize);
         pc.tx_dropped.inc();
         return;
@@ -447,11 +421,11 @@ mod tests {
             csum_start: 34,
             csum_offset: 16,
         };
-        assert_eq!(wire_len(&buf(&f, tso)), 20 + 32 + 1448);
-        assert_eq!(wire_len(&buf(&f[..1514], Offload::NONE)), 1500);
+        assert_eq!(buf(&f, tso).wire_len(), 20 + 32 + 1448);
+        assert_eq!(buf(&f[..1514], Offload::NONE).wire_len(), 1500);
         // A VLAN tag does not count against the MTU.
         let mut v = f[..1518].to_vec();
         v[12..14].copy_from_slice(&[0x81, 0x00]);
-        assert_eq!(wire_len(&buf(&v, Offload::NONE)), 1500);
+        assert_eq!(buf(&v, Offload::NONE).wire_len(), 1500);
     }
 }
