@@ -265,10 +265,11 @@ stage_share() {
         else
             cp "$b" "$SHARE/bin/"
         fi
+        # Nothing to copy for a static binary (ldd fails on it).
         while read -r lib; do
             cp -L "$lib" "$SHARE/lib/"
-        done < <(ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
-        interp=$(ldd "$b" | awk '$1 ~ /^\// && !n++ {print $1}')
+        done < <(ldd "$b" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' || true)
+        interp=$(ldd "$b" 2>/dev/null | awk '$1 ~ /^\// && !n++ {print $1}' || true)
         [ -n "$interp" ] && echo "$interp" >"$SHARE/interp"
     done
     cp "$HERE"/scenarios/*.sh "$SHARE/scenarios/"
@@ -421,7 +422,7 @@ run_scenario() {
     SHOWN_b=0
     launch a "$pa" "$pb" "$MAC_A" "$la"
     launch b "$pb" "$pa" "$MAC_B" "$lb"
-    local pid_a=${QEMU_PIDS[-2]} pid_b=${QEMU_PIDS[-1]} ta="" tb=""
+    local pid_a=${QEMU_PIDS[-2]} pid_b=${QEMU_PIDS[-1]} ta="" tb="" timed_out="" t_end
     deadline=$(awk -v a="$t0" -v t="$TIMEOUT" 'BEGIN { printf "%d", a + t }')
     while :; do
         stream a "$la"
@@ -449,15 +450,20 @@ run_scenario() {
         if [ "$now" -ge "$deadline" ] || { [ -n "$grace" ] && [ "$now" -ge "$grace" ]; }; then
             [ -n "$va" ] || { va="TAPNET-VM: FAIL no verdict from VM a after $(elapsed "$t0")s (timeout)"; ta=$(elapsed "$t0"); }
             [ -n "$vb" ] || { vb="TAPNET-VM: FAIL no verdict from VM b after $(elapsed "$t0")s (timeout)"; tb=$(elapsed "$t0"); }
+            timed_out=1
             break
         fi
         sleep 0.5
     done
-    # Both VMs power themselves off after their verdict; wait up to 10 s.
-    for _ in $(seq 1 20); do
-        kill -0 "$pid_a" 2>/dev/null || kill -0 "$pid_b" 2>/dev/null || break
-        sleep 0.5
-    done
+    t_end=$(elapsed "$t0")
+    # Both VMs power themselves off after their verdict: wait up to 10 s,
+    # unless they are stuck.
+    if [ -z "$timed_out" ]; then
+        for _ in $(seq 1 20); do
+            kill -0 "$pid_a" 2>/dev/null || kill -0 "$pid_b" 2>/dev/null || break
+            sleep 0.5
+        done
+    fi
     stream a "$la"
     stream b "$lb"
     cleanup
@@ -472,7 +478,7 @@ run_scenario() {
     else
         RESULT=PASS
     fi
-    say "scenario $name: $RESULT in $(elapsed "$t0") s from launch to verdicts (logs: $logdir)"
+    say "scenario $name: $RESULT in $t_end s from launch to verdicts (logs: $logdir)"
     if [ "$RESULT" = FAIL ]; then
         local r
         for r in a b; do

@@ -16,6 +16,9 @@
 # written to $RESULT becomes the verdict's message.
 
 STEP="start"
+# busybox's nc (the guests have no other); elsewhere NC="busybox nc", as
+# other netcats differ in options and in what they do at end of input.
+NC=${NC:-nc}
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
@@ -91,7 +94,7 @@ nc_listen() {
     _port=$1
     _out=$2
     shift 2
-    timeout "$STEP_TIMEOUT" "$@" nc -l -p "$_port" <&9 >"$_out" &
+    timeout "$STEP_TIMEOUT" "$@" $NC -l -p "$_port" <&9 >"$_out" &
     LISTENER=$!
 }
 
@@ -106,7 +109,7 @@ nc_send() {
     shift 3
     _t0=$(date +%s)
     while :; do
-        if timeout "$STEP_TIMEOUT" "$@" nc -w 5 "$_addr" "$_port" <"$_file" >/dev/null 2>/tmp/nc.err; then
+        if timeout "$STEP_TIMEOUT" "$@" $NC -w 5 "$_addr" "$_port" <"$_file" >/dev/null 2>/tmp/nc.err; then
             return 0
         fi
         [ $(($(date +%s) - _t0)) -lt "$STEP_TIMEOUT" ] || {
