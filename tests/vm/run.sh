@@ -315,7 +315,7 @@ probe_accel() {
     esac
     ACCEL=tcg
     [ -r /dev/kvm ] && [ -w /dev/kvm ] || return 0
-    local key cache log pid i
+    local key cache log pid
     key="$(uname -r) $(qemu-system-x86_64 --version | sed -n 1p) $KVER"
     cache=$VMDIR/accel
     if [ -s "$cache" ] && [ "$(head -n 1 "$cache")" = "$key" ]; then
@@ -336,7 +336,7 @@ probe_accel() {
         -append "console=ttyS0 quiet panic=-1 tapnet.probe=1" </dev/null >>"$log.stderr" 2>&1 &
     pid=$!
     QEMU_PIDS+=("$pid")
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         grep -q 'TAPNET-VM: PROBE' "$log" 2>/dev/null && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.2
@@ -418,8 +418,8 @@ run_scenario() {
     pb=$(free_port "$pa")
     say "scenario $name: VM a $IP_A (udp 127.0.0.1:$pa), VM b $IP_B (udp 127.0.0.1:$pb), accel $ACCEL, timeout ${TIMEOUT}s"
     t0=$EPOCHREALTIME
-    SHOWN_a=0
-    SHOWN_b=0
+    # shellcheck disable=SC2034 # read by stream through ${!var}
+    SHOWN_a=0 SHOWN_b=0
     launch a "$pa" "$pb" "$MAC_A" "$la"
     launch b "$pb" "$pa" "$MAC_B" "$lb"
     local pid_a=${QEMU_PIDS[-2]} pid_b=${QEMU_PIDS[-1]} ta="" tb="" timed_out="" t_end

@@ -64,8 +64,9 @@ retry() {
 }
 
 # ping_until ADDR [PREFIX...]: one-packet pings, one per second, until one
-# is answered or STEP_TIMEOUT seconds have passed; then a 3-packet ping whose
-# summary is logged. PREFIX runs the ping elsewhere, e.g. "tapnet exec c1 --".
+# is answered or STEP_TIMEOUT seconds have passed; then 3 pings 0.2 s apart,
+# whose summary is logged. PREFIX runs the ping elsewhere, e.g.
+# "tapnet exec c1 --".
 ping_until() {
     _addr=$1
     shift
@@ -74,7 +75,7 @@ ping_until() {
         [ $(($(date +%s) - _t0)) -lt "$STEP_TIMEOUT" ] || return 1
         sleep 1
     done
-    _out=$(timeout 15 "$@" ping -c 3 -W 2 "$_addr" 2>&1) || {
+    _out=$(timeout 15 "$@" ping -c 3 -i 0.2 -W 2 "$_addr" 2>&1) || {
         log "$_out"
         return 1
     }
@@ -94,6 +95,7 @@ nc_listen() {
     _port=$1
     _out=$2
     shift 2
+    # shellcheck disable=SC2086 # NC may be two words
     timeout "$STEP_TIMEOUT" "$@" $NC -l -p "$_port" <&9 >"$_out" &
     LISTENER=$!
 }
@@ -109,6 +111,7 @@ nc_send() {
     shift 3
     _t0=$(date +%s)
     while :; do
+        # shellcheck disable=SC2086 # NC may be two words
         if timeout "$STEP_TIMEOUT" "$@" $NC -w 5 "$_addr" "$_port" <"$_file" >/dev/null 2>/tmp/nc.err; then
             return 0
         fi
@@ -168,7 +171,7 @@ daemon_stop() {
     wait "$DAEMON" || fail "tapnet daemon exited with status $? after SIGTERM: $(tail -n 3 /tmp/tapnet-daemon.log | tr '\n' ' ')"
     _left=$(ls /run/netns)
     [ -z "$_left" ] || fail "namespaces left behind: $_left"
-    _left=$(ls /sys/class/net | grep -vxE 'lo|eth0' | tr '\n' ' ')
+    _left=$(cd /sys/class/net && for i in *; do [ "$i" = lo ] || [ "$i" = eth0 ] || printf '%s ' "$i"; done)
     [ -z "$_left" ] || fail "interfaces left behind: $_left"
     log "daemon gone, nothing left behind"
 }
