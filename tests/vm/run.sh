@@ -333,7 +333,7 @@ probe_accel() {
     qemu-system-x86_64 -name tapnet-vm-probe -accel kvm -cpu host -machine pc -m 256 -smp 1 \
         -nodefaults -no-user-config -display none -monitor none -serial "file:$log" -no-reboot \
         -kernel "$KDIR/vmlinux" -initrd "$INITRD" \
-        -append "console=ttyS0 quiet panic=-1 tapnet.probe=1" </dev/null >>"$log.stderr" 2>&1 &
+        -append "console=ttyS0 quiet panic=-1 tapnet.probe=1" </dev/null >>"$log.stderr" 2>&1 9>&- &
     pid=$!
     QEMU_PIDS+=("$pid")
     for _ in $(seq 1 50); do
@@ -372,7 +372,7 @@ launch() { # ROLE LOCAL_PORT REMOTE_PORT MAC LOG
         -netdev "dgram,id=link,local.type=inet,local.host=127.0.0.1,local.port=$2,remote.type=inet,remote.host=127.0.0.1,remote.port=$3" \
         -device "virtio-net-pci,netdev=link,mac=$4,romfile=" \
         -virtfs "local,path=$SHARE,mount_tag=tapnet,security_model=none,readonly=on" \
-        </dev/null >"$5.qemu" 2>&1 &
+        </dev/null >"$5.qemu" 2>&1 9>&- &
     QEMU_PIDS+=("$!")
 }
 
