@@ -95,6 +95,12 @@ fn learning_flooding_and_moves_are_visible_in_fdb() {
     let (ip_b, mac_b) = h.container(&b, "n1");
     let (_, _mac_c) = h.container(&c, "n1");
     assert!(h.fdb("n1").is_empty(), "nothing was sent yet: {:?}", h.fdb("n1"));
+    // Only the gateway's MAC, pinned by tapnet.
+    let all = h.json(&["fdb", "n1"])["entries"].clone();
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all[0]["mac"], "02:42:0a:cb:00:01", "{all}");
+    assert_eq!(all[0]["port_name"], "gateway", "{all}");
+    assert_eq!(all[0]["static"], true, "{all}");
 
     // The first ping's ARP request is broadcast: flooded to b and c.
     assert!(ping(&a, &ip_b, 1));

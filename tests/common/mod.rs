@@ -54,6 +54,14 @@ pub struct Host {
 impl Host {
     /// Start a daemon for test `tag` (2-3 characters, unique per test).
     pub fn start(tag: &str, extra: &[&str]) -> Host {
+        let mut h = Host::new(tag);
+        h.spawn(extra);
+        h
+    }
+
+    /// The host namespace, socket and state directory of test `tag`, with
+    /// no daemon yet (start it with [`Host::spawn`]).
+    pub fn new(tag: &str) -> Host {
         assert!(is_root(), "the integration tests need root (namespaces, TAP devices)");
         let prefix = format!("t{:x}{tag}", std::process::id() & 0xfffff);
         let hostns = format!("{prefix}h");
@@ -64,9 +72,7 @@ impl Host {
         assert!(out.status.success(), "ip netns add {hostns}: {}", String::from_utf8_lossy(&out.stderr));
         let socket = dir.join("tapnet.sock");
         let state = dir.join("state");
-        let mut h = Host { prefix, hostns, socket, state, child: None };
-        h.spawn(extra);
-        h
+        Host { prefix, hostns, socket, state, child: None }
     }
 
     /// (Re)start the daemon process on this host's socket and state.
@@ -185,13 +191,15 @@ impl Host {
         self.json(&["stats"])["drops"][reason].as_u64().unwrap()
     }
 
-    /// The MAC table of `net` as (mac, port_name) pairs.
+    /// The learned entries of `net`'s MAC table as (mac, port_name) pairs
+    /// (the gateway's static entry left out).
     pub fn fdb(&self, net: &str) -> Vec<(String, String)> {
         let v = self.json(&["fdb", net]);
         v["entries"]
             .as_array()
             .unwrap()
             .iter()
+            .filter(|e| e["static"] != true)
             .map(|e| (e["mac"].as_str().unwrap().to_string(), e["port_name"].as_str().unwrap().to_string()))
             .collect()
     }
@@ -209,6 +217,57 @@ impl Drop for Host {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Run `ip` with `args`, asserting success.
+pub fn ip(args: &[&str]) {
+    let out = sh("ip", args);
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The LAN of a daemon's uplink: an "outside" namespace joined to the
+/// host namespace by a veth pair. The host end is `up0` (the daemon's
+/// `--uplink`), the outside end `eth0` at `NET.1/24`; the daemon owns
+/// `NET.2/24` on `up0` (its `--uplink-ip`). Its namespace carries the
+/// host's prefix, so the host's cleanup removes it.
+pub struct Outside {
+    pub ns: String,
+    /// `NET` of `NET.0/24`, e.g. "10.250.1".
+    pub net: String,
+}
+
+impl Outside {
+    pub fn new(h: &Host, net: &str) -> Outside {
+        let ns = h.name("o");
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &h.hostns, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        ip(&["-n", &ns, "addr", "add", &format!("{net}.1/24"), "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &h.hostns, "link", "set", "up0", "up"]);
+        Outside { ns, net: net.to_string() }
+    }
+    /// The outside's own address.
+    pub fn ip(&self) -> String {
+        format!("{}.1", self.net)
+    }
+    /// The address the daemon owns on its uplink.
+    pub fn uplink_ip(&self) -> String {
+        format!("{}.2", self.net)
+    }
+    /// The daemon flags for this uplink.
+    pub fn daemon_args(&self) -> Vec<String> {
+        vec!["--uplink".into(), "up0".into(), "--uplink-ip".into(), format!("{}/24", self.uplink_ip())]
+    }
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.ns))
+    }
+}
+
+/// Run `f` inside namespace `ns` (on a thread of its own): sockets made
+/// there stay in it.
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    control::netns::run_in(&PathBuf::from(format!("/var/run/netns/{ns}")), f).expect("enter namespace")
 }
 
 /// `ip netns exec NS ping -c N -W 1 DST`: true if every echo was answered.

@@ -109,7 +109,7 @@ fn run_bulk(server: Endpoint, client: Endpoint, port: u16, plan: &BulkPlan) -> R
     }
     let start = Instant::now();
     let (listener, listen_addr) = tcp_listen(server, port)?;
-    let target = plan.faults.redirect.unwrap_or(listen_addr);
+    let target = plan.faults.redirect.unwrap_or(server.target(listen_addr));
     let abort = AtomicBool::new(false);
     let watch = Watch { deadline: start + plan.duration + SETTLE, abort: &abort };
     let stop_at = start + plan.duration;

@@ -41,12 +41,13 @@ pub fn tcp_crr(
     duration: Duration,
 ) -> std::result::Result<CrrReport, TrafficError> {
     let start = Instant::now();
-    let (listener, target) = tcp_listen(server, port)?;
+    let (listener, listening) = tcp_listen(server, port)?;
+    let target = server.target(listening);
     let abort = AtomicBool::new(false);
     let client_done = AtomicBool::new(false);
     let watch = Watch { deadline: start + duration + SETTLE, abort: &abort };
     thread::scope(|s| {
-        let serving = s.spawn(|| watch.fail(crr_serve(&listener, target, &client_done, watch)));
+        let serving = s.spawn(|| watch.fail(crr_serve(&listener, listening, &client_done, watch)));
         let counted = watch.fail(in_ns(client.ns, || crr_client(client.addr, target, start + duration, watch)));
         client_done.store(true, Ordering::Relaxed);
         both(counted, join(serving)).map(|(report, _)| report)

@@ -113,12 +113,26 @@ type Result<T> = std::result::Result<T, TrafficError>;
 pub struct Endpoint<'a> {
     pub ns: Option<&'a Path>,
     pub addr: Ipv4Addr,
+    /// For a server: where clients connect to reach it, when that is not
+    /// where it listens (a published port, reached through DNAT).
+    pub via: Option<SocketAddrV4>,
 }
 
 impl<'a> Endpoint<'a> {
     /// An endpoint at `addr` in namespace `ns`.
     pub fn new(ns: Option<&'a Path>, addr: Ipv4Addr) -> Self {
-        Endpoint { ns, addr }
+        Endpoint { ns, addr, via: None }
+    }
+
+    /// A server that clients reach at `via` (a published port).
+    pub fn via(mut self, via: SocketAddrV4) -> Self {
+        self.via = Some(via);
+        self
+    }
+
+    /// Where clients connect, given where the server listens.
+    pub(crate) fn target(&self, listening: SocketAddrV4) -> SocketAddrV4 {
+        self.via.unwrap_or(listening)
     }
 }
 

@@ -44,11 +44,12 @@ pub fn tcp_rr(
         return Err(TrafficError::InvalidArgument("request size must be at least 1 byte"));
     }
     let start = Instant::now();
-    let (listener, target) = tcp_listen(server, port)?;
+    let (listener, listening) = tcp_listen(server, port)?;
+    let target = server.target(listening);
     let abort = AtomicBool::new(false);
     let watch = Watch { deadline: start + duration + SETTLE, abort: &abort };
     thread::scope(|s| {
-        let serving = s.spawn(|| watch.fail(rr_serve(&listener, target, size, watch)));
+        let serving = s.spawn(|| watch.fail(rr_serve(&listener, listening, size, watch)));
         let timed = watch.fail(in_ns(client.ns, || rr_client(client.addr, target, size, start + duration, watch)));
         both(timed, join(serving)).map(|(lat, _)| lat.report())
     })

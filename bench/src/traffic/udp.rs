@@ -60,7 +60,8 @@ pub fn udp_stream(
         return Err(TrafficError::InvalidArgument("UDP rate must be positive"));
     }
     let start = Instant::now();
-    let (sock, target) = udp_bind(server, port)?;
+    let (sock, listening) = udp_bind(server, port)?;
+    let target = server.target(listening);
     let abort = AtomicBool::new(false);
     let sender_done = AtomicBool::new(false);
     let watch = Watch { deadline: start + duration + SETTLE, abort: &abort };

@@ -189,9 +189,12 @@ pub struct ConntrackInfo {
 pub struct FdbRow {
     pub mac: String,
     pub port: u16,
-    /// `container:interface` of the port.
+    /// `container:interface` of the port, or `gateway`.
     pub port_name: String,
     pub age_s: f64,
+    /// Pinned by tapnet (the gateway's MAC): never learned, moved or aged.
+    #[serde(rename = "static", default)]
+    pub is_static: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

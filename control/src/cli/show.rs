@@ -16,7 +16,11 @@ pub(super) fn fdb(sock: &Path, json: bool, network: String) -> Result<(), String
     }
     println!("{:<19} {:>5}  {:<20} {:>8}", "MAC", "PORT", "NAME", "AGE(s)");
     for e in &f.entries {
-        println!("{:<19} {:>5}  {:<20} {:>8.1}", e.mac, e.port, e.port_name, e.age_s);
+        if e.is_static {
+            println!("{:<19} {:>5}  {:<20} {:>8}", e.mac, "-", e.port_name, "static");
+        } else {
+            println!("{:<19} {:>5}  {:<20} {:>8.1}", e.mac, e.port, e.port_name, e.age_s);
+        }
     }
     let ev: Vec<String> = f.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("{} entries (max {}), ageing {} s; {}", f.entries.len(), f.max, f.ageing, ev.join(" "));

@@ -10,13 +10,20 @@ use super::{Engine, EngineError, Result};
 use crate::api::{ConntrackInfo, ConntrackRow, FdbInfo, FdbRow, PortStats, StatsInfo, WorkerInfo};
 
 impl Engine {
+    /// Every port's name (`container:interface`, `uplink:IFACE`) and
+    /// network.
     fn port_names(&self) -> HashMap<PortId, (String, String)> {
-        self.containers
+        let mut m: HashMap<PortId, (String, String)> = self
+            .containers
             .iter()
             .flat_map(|(cn, c)| {
                 c.endpoints.iter().map(move |e| (e.port, (format!("{cn}:{}", e.ifname), e.network.clone())))
             })
-            .collect()
+            .collect();
+        if let Some(u) = &self.uplink {
+            m.insert(u.cfg.port, (format!("uplink:{}", u.link), String::new()));
+        }
+        m
     }
 
     pub fn fdb(&self, net: &str) -> Result<FdbInfo> {
@@ -30,8 +37,13 @@ impl Engine {
             .map(|e| FdbRow {
                 mac: e.mac.to_string(),
                 port: e.port,
-                port_name: names.get(&e.port).map(|p| p.0.clone()).unwrap_or_else(|| format!("port{}", e.port)),
+                port_name: if e.port == dataplane::port::GATEWAY_PORT {
+                    "gateway".to_string()
+                } else {
+                    names.get(&e.port).map(|p| p.0.clone()).unwrap_or_else(|| format!("port{}", e.port))
+                },
                 age_s: e.age_ms as f64 / 1000.0,
+                is_static: e.is_static,
             })
             .collect();
         let events = self.dp.stats().bridge(n.net).into_iter().map(|(e, v)| (e.name().to_string(), v)).collect();

@@ -218,11 +218,12 @@ impl Router {
 
     /// A broadcast (or multicast) frame seen on a network with a gateway:
     /// answer an ARP request for the gateway address. The frame itself is
-    /// flooded by the worker as usual and is not changed.
-    pub fn flood_seen(&mut self, nc: &NetConfig, buf: &PacketBuf, st: &WorkerStats) {
-        let Some(req) = arp::parse(buf.frame()) else { return };
+    /// flooded by the worker as usual and is not changed. Returns whether
+    /// the frame was for the gateway.
+    pub fn flood_seen(&mut self, nc: &NetConfig, buf: &PacketBuf, st: &WorkerStats) -> bool {
+        let Some(req) = arp::parse(buf.frame()) else { return false };
         if req.op != Operation::Request || req.target_ip != nc.gateway.ip || req.sender_ip == nc.gateway.ip {
-            return;
+            return false;
         }
         let port = buf.meta.port;
         if let Some(out) = self.emit.push(port) {
@@ -230,6 +231,7 @@ impl Router {
             out.set_len(n);
             st.router(RouterEvent::ArpReplied);
         }
+        true
     }
 
     /// A frame from a container to its network's gateway MAC.

@@ -179,7 +179,11 @@ impl Worker {
                     flood(&mut self.ports, stats, wnet, ingress, &mut self.bufs[i]);
                 }
                 if let Some(cfg) = wnet.cfg.as_deref() {
-                    self.router.flood_seen(cfg, &self.bufs[i], stats);
+                    let for_gateway = self.router.flood_seen(cfg, &self.bufs[i], stats);
+                    if !icc && !for_gateway && wnet.ports.len() > 1 {
+                        // The other containers would have seen it.
+                        stats.drop(DropReason::IccBlocked);
+                    }
                 }
             }
             Action::Pend(_) | Action::Handoff(_) | Action::Consumed | Action::Gateway => {}
