@@ -32,7 +32,12 @@ fn sa(ip: &str, port: u16) -> SocketAddrV4 {
 
 /// Listen in `server_ns` at `bind`, connect from `client_ns` to `target`,
 /// exchange a line both ways. Returns the client address the server saw.
-fn tcp_exchange(server_ns: &str, bind: SocketAddrV4, client_ns: &str, target: SocketAddrV4) -> Result<SocketAddr, String> {
+fn tcp_exchange(
+    server_ns: &str,
+    bind: SocketAddrV4,
+    client_ns: &str,
+    target: SocketAddrV4,
+) -> Result<SocketAddr, String> {
     let listener = in_ns(server_ns, || TcpListener::bind(bind)).map_err(|e| format!("bind {bind}: {e}"))?;
     listener.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || -> Result<SocketAddr, String> {
@@ -71,7 +76,12 @@ fn tcp_exchange(server_ns: &str, bind: SocketAddrV4, client_ns: &str, target: So
 
 /// One UDP datagram from `client_ns` to `target`, answered by a server in
 /// `server_ns` at `bind`. Returns the client address the server saw.
-fn udp_exchange(server_ns: &str, bind: SocketAddrV4, client_ns: &str, target: SocketAddrV4) -> Result<SocketAddr, String> {
+fn udp_exchange(
+    server_ns: &str,
+    bind: SocketAddrV4,
+    client_ns: &str,
+    target: SocketAddrV4,
+) -> Result<SocketAddr, String> {
     let server = in_ns(server_ns, || UdpSocket::bind(bind)).map_err(|e| format!("bind {bind}: {e}"))?;
     server.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let client = in_ns(client_ns, || UdpSocket::bind("0.0.0.0:0")).unwrap();
@@ -343,7 +353,8 @@ fn icmp_errors_from_the_outside_arrive_translated() {
 
     // Path MTU discovery: the router's fragmentation-needed reaches the
     // container, whose kernel then knows the path's MTU.
-    let big = out("ip", &["netns", "exec", &a, "ping", "-n", "-c", "2", "-W", "2", "-M", "do", "-s", "1450", "10.251.6.2"]);
+    let big =
+        out("ip", &["netns", "exec", &a, "ping", "-n", "-c", "2", "-W", "2", "-M", "do", "-s", "1450", "10.251.6.2"]);
     assert!(big.contains("mtu = 1400") || big.contains("mtu=1400"), "{big}");
     let route = out("ip", &["-n", &a, "route", "get", "10.251.6.2"]);
     assert!(route.contains("mtu 1400"), "{route}");
@@ -378,7 +389,16 @@ fn conntrack_expires_and_a_full_table_refuses_only_new_flows() {
     let (h, o) = nat_host(
         "nc",
         "10.250.7",
-        &["--workers", "1", "--conntrack-max", "8", "--conntrack-timeout", "udp=2", "--conntrack-timeout", "udp-stream=2"],
+        &[
+            "--workers",
+            "1",
+            "--conntrack-max",
+            "8",
+            "--conntrack-timeout",
+            "udp=2",
+            "--conntrack-timeout",
+            "udp-stream=2",
+        ],
     );
     h.network("n", "10.236.0.0/24", &[]);
     let a = h.name("a");
@@ -604,7 +624,10 @@ fn malformed_packets_and_a_syn_flood_are_counted_and_forwarding_goes_on() {
     bad_in[10] ^= 0x55;
     let udp_closed = {
         let mut v = Vec::new();
-        etherparse::PacketBuilder::ipv4([10, 250, 10, 1], [10, 250, 10, 2], 64).udp(5555, 4444).write(&mut v, b"x").unwrap();
+        etherparse::PacketBuilder::ipv4([10, 250, 10, 1], [10, 250, 10, 2], 64)
+            .udp(5555, 4444)
+            .write(&mut v, b"x")
+            .unwrap();
         v
     };
     send_raw(&o.ns, "eth0", &[eth(up0, omac, 0x0800, &bad_in), eth(up0, omac, 0x0800, &udp_closed)]);
@@ -617,8 +640,9 @@ fn malformed_packets_and_a_syn_flood_are_counted_and_forwarding_goes_on() {
 
     // A SYN flood to the published port fills the table to its bound, no
     // further.
-    let flood: Vec<Vec<u8>> =
-        (0..200u16).map(|i| eth(up0, omac, 0x0800, &tcp_syn([10, 250, 10, 1], 20000 + i, [10, 250, 10, 2], 8080))).collect();
+    let flood: Vec<Vec<u8>> = (0..200u16)
+        .map(|i| eth(up0, omac, 0x0800, &tcp_syn([10, 250, 10, 1], 20000 + i, [10, 250, 10, 2], 8080)))
+        .collect();
     send_raw(&o.ns, "eth0", &flood);
     std::thread::sleep(Duration::from_millis(500));
     let n = conntrack(&h).len();

@@ -224,7 +224,7 @@ impl Dataplane {
                 busy_poll_us: cfg.busy_poll_us,
                 arp: arp.clone(),
                 dns_key,
-                conntrack: nat::Conntrack::new(per_worker, cfg.conntrack_timeouts.clone())
+                conntrack: nat::Conntrack::new(per_worker, cfg.conntrack_timeouts)
                     .map_err(|e| DataplaneError::Conntrack(e.to_string()))?,
                 handoff,
             });
@@ -316,7 +316,13 @@ impl Dataplane {
 
     /// Attach a port: `queues[i]` goes to worker i. Frames longer than
     /// `mtu` (GSO super-frames by their segment size) are not sent out of it.
-    pub fn add_port(&self, port: PortId, role: PortRole, mtu: u32, queues: Vec<PortQueue>) -> Result<(), DataplaneError> {
+    pub fn add_port(
+        &self,
+        port: PortId,
+        role: PortRole,
+        mtu: u32,
+        queues: Vec<PortQueue>,
+    ) -> Result<(), DataplaneError> {
         Self::check_id("port", port as usize, MAX_PORTS)?;
         if let PortRole::Access(net) = role {
             Self::check_id("network", net as usize, MAX_NETWORKS)?;

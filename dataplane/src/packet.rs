@@ -51,8 +51,7 @@ pub struct Offload {
 
 impl Offload {
     /// No offload: a complete frame whose checksums are all filled in.
-    pub const NONE: Offload =
-        Offload { flags: 0, gso_type: 0, hdr_len: 0, gso_size: 0, csum_start: 0, csum_offset: 0 };
+    pub const NONE: Offload = Offload { flags: 0, gso_type: 0, hdr_len: 0, gso_size: 0, csum_start: 0, csum_offset: 0 };
 
     /// Parse a virtio-net header (`hdr` holds at least 10 bytes).
     #[inline]
@@ -117,7 +116,11 @@ pub struct PacketBuf {
 
 impl std::fmt::Debug for PacketBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PacketBuf").field("start", &self.start).field("len", &self.len).field("meta", &self.meta).finish()
+        f.debug_struct("PacketBuf")
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .field("meta", &self.meta)
+            .finish()
     }
 }
 

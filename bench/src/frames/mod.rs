@@ -14,9 +14,9 @@
 pub mod wire;
 
 use control::ipam::mac_for;
+use dataplane::packet::PacketBuf;
 use dataplane::port::PortId;
 use dataplane::wire::{vnet, VnetHdr, VNET_HDR_LEN};
-use dataplane::packet::PacketBuf;
 use dataplane::BATCH;
 use etherparse::{EtherType, Ethernet2Header, PacketBuilder, TcpOptionElement};
 

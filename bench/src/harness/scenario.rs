@@ -51,7 +51,7 @@ fn summary(w: Workload, m: &Measurement) -> String {
 /// Build one datapath; on failure every workload of it fails with the reason.
 enum Built {
     Kernel(KernelBridge),
-    Tapnet(TapnetBridge),
+    Tapnet(Box<TapnetBridge>),
 }
 
 impl Built {
@@ -93,9 +93,8 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
         eprintln!("building bridge/{} ...", dp.name());
         let r = match dp {
             Datapath::Kernel => KernelBridge::build(&format!("{prefix}k"), addr).map(Built::Kernel),
-            Datapath::Tapnet => {
-                TapnetBridge::build(&format!("{prefix}t"), addr, s.workers, s.pin, s.busy_poll_us).map(Built::Tapnet)
-            }
+            Datapath::Tapnet => TapnetBridge::build(&format!("{prefix}t"), addr, s.workers, s.pin, s.busy_poll_us)
+                .map(|t| Built::Tapnet(Box::new(t))),
         };
         let b = r.map_err(|e| format!("cannot build the {} datapath: {e}", dp.name()))?;
         // Warm up ARP and the MAC tables, and check connectivity.

@@ -259,8 +259,12 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Daemon(a) => {
             let engine = a.engine_config()?;
-            let opts =
-                crate::daemon::DaemonOpts { socket: cli.global.socket.clone(), state_dir: a.state_dir, netns: a.netns, engine };
+            let opts = crate::daemon::DaemonOpts {
+                socket: cli.global.socket.clone(),
+                state_dir: a.state_dir,
+                netns: a.netns,
+                engine,
+            };
             crate::daemon::run(opts).map_err(|e| e.to_string())
         }
         Cmd::Network(c) => network::run(sock, json, c),

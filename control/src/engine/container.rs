@@ -77,7 +77,11 @@ impl Engine {
                     self.containers.iter().find(|(_, c)| c.published.iter().any(taken)).map(|(n, _)| n.clone())
                 };
                 if let Some(by) = by {
-                    return Err(EngineError::PortPublished { port: m.host_port, proto: publish::proto_name(m.proto), by });
+                    return Err(EngineError::PortPublished {
+                        port: m.host_port,
+                        proto: publish::proto_name(m.proto),
+                        by,
+                    });
                 }
                 all.push(m);
             }
@@ -86,7 +90,8 @@ impl Engine {
     }
 
     pub fn container_create(&mut self, spec: &ContainerSpec) -> Result<ContainerInfo> {
-        let (name, network, ip, mac) = (spec.name.as_str(), spec.network.as_str(), spec.ip.as_deref(), spec.mac.as_deref());
+        let (name, network, ip, mac) =
+            (spec.name.as_str(), spec.network.as_str(), spec.ip.as_deref(), spec.mac.as_deref());
         check_name("container", name, 15)?;
         if self.containers.contains_key(name) {
             return Err(EngineError::ContainerExists(name.into()));

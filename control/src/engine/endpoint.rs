@@ -85,12 +85,10 @@ impl Engine {
             default_route,
             queues: self.dp.workers(),
         };
-        let res = sandbox::attach(&spec)
-            .map_err(EngineError::from)
-            .and_then(|qs| {
-                let qs = qs.into_iter().map(PortQueue::Tap).collect();
-                Ok(self.dp.add_port(port, PortRole::Access(net_id), mtu, qs)?)
-            });
+        let res = sandbox::attach(&spec).map_err(EngineError::from).and_then(|qs| {
+            let qs = qs.into_iter().map(PortQueue::Tap).collect();
+            Ok(self.dp.add_port(port, PortRole::Access(net_id), mtu, qs)?)
+        });
         if let Err(e) = res {
             self.networks.get_mut(net).expect("checked").ipam.release(addr);
             self.port_ids.release(port);

@@ -168,7 +168,7 @@ impl Engine {
             pin: cfg.pin,
             busy_poll_us: cfg.busy_poll_us,
             conntrack_max: cfg.conntrack_max,
-            conntrack_timeouts: cfg.conntrack_timeouts.clone(),
+            conntrack_timeouts: cfg.conntrack_timeouts,
         })?;
         let uplink = cfg.uplink.clone();
         let mut e = Engine {

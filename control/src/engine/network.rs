@@ -28,7 +28,8 @@ pub(super) struct Network {
 
 impl Engine {
     pub fn network_create(&mut self, spec: &NetworkSpec) -> Result<NetworkInfo> {
-        let (name, subnet, gateway, mtu) = (spec.name.as_str(), spec.subnet.as_str(), spec.gateway.as_deref(), spec.mtu);
+        let (name, subnet, gateway, mtu) =
+            (spec.name.as_str(), spec.subnet.as_str(), spec.gateway.as_deref(), spec.mtu);
         let (fdb_max, fdb_ageing) = (spec.fdb_max, spec.fdb_ageing);
         check_name("network", name, 64)?;
         if matches!(name, "none" | "host") || name.starts_with("container:") {

@@ -99,12 +99,7 @@ impl PortQueue {
     /// as its ingress. A frame that fails the checks is counted through
     /// `drop` and its buffer reused.
     #[inline]
-    pub fn recv_batch(
-        &mut self,
-        port: PortId,
-        bufs: &mut [PacketBuf],
-        mut drop: impl FnMut(DropReason),
-    ) -> Received {
+    pub fn recv_batch(&mut self, port: PortId, bufs: &mut [PacketBuf], mut drop: impl FnMut(DropReason)) -> Received {
         match self {
             PortQueue::Tap(q) => {
                 let mut n = 0;

@@ -286,7 +286,8 @@ pub fn reply_to(out: &mut [u8], req: &ArpMsg, mac: MacAddr) -> usize {
 
 /// A broadcast request for `target` from `(mac, ip)`.
 pub fn request(out: &mut [u8], mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> usize {
-    let msg = ArpMsg { op: Operation::Request, sender_mac: mac, sender_ip: ip, target_mac: MacAddr::ZERO, target_ip: target };
+    let msg =
+        ArpMsg { op: Operation::Request, sender_mac: mac, sender_ip: ip, target_mac: MacAddr::ZERO, target_ip: target };
     emit(out, MacAddr::BROADCAST, &msg)
 }
 

@@ -24,13 +24,13 @@ use std::sync::Arc;
 
 use crate::dns::{self, cookie::CookieKey};
 use crate::nat::{icmp::RateLimit, Conntrack};
-use route::From;
 use crate::packet::{Offload, PacketBuf};
-use crate::wire::dns::Rcode;
 use crate::port::PortId;
 use crate::stats::{DropReason, RouterEvent, WorkerStats};
 use crate::wire::arp::Operation;
+use crate::wire::dns::Rcode;
 use crate::wire::{checksum, ethernet, EtherType, MacAddr};
+use route::From;
 
 pub use arp::{ArpCache, Neighbour};
 pub use config::{Endpoint, GatewayConfig, NetConfig, Published, RouterConfig, Subnet, UplinkConfig, L4};

@@ -36,7 +36,7 @@ use crate::stats::{DropReason, RouterEvent, WorkerStats};
 use crate::wire::{ethernet, MacAddr};
 
 use super::config::L4;
-use super::{Action, Ipv4Info, NetConfig, Neighbour, Router, UplinkConfig};
+use super::{Action, Ipv4Info, Neighbour, NetConfig, Router, UplinkConfig};
 
 /// Where a packet came from, for policy and for the errors sent back.
 #[derive(Clone, Copy)]
@@ -85,7 +85,14 @@ impl Router {
     /// Route a packet from a container (not for the gateway itself) or from
     /// the uplink (to the uplink address, or a reply to a container of a
     /// network without masquerade).
-    pub(super) fn forward(&mut self, from: From<'_>, buf: &mut PacketBuf, ip: &Ipv4Info, now: u64, st: &WorkerStats) -> Action {
+    pub(super) fn forward(
+        &mut self,
+        from: From<'_>,
+        buf: &mut PacketBuf,
+        ip: &Ipv4Info,
+        now: u64,
+        st: &WorkerStats,
+    ) -> Action {
         let (l3, end) = (ip.l3, ip.l3 + ip.total_len);
         let csum = {
             let o = buf.meta.offload;
@@ -222,10 +229,9 @@ impl Router {
                     return Err(Action::Drop(DropReason::NoFlow));
                 }
                 let Some(p) = published(k.proto, k.dport) else { return Err(Action::Drop(DropReason::NoFlow)) };
-                if k.proto == Proto::Tcp
-                    && !(f.tcp_flags.contains(crate::wire::tcp::Flags::SYN)
-                        && !f.tcp_flags.contains(crate::wire::tcp::Flags::ACK))
-                {
+                let syn = f.tcp_flags.contains(crate::wire::tcp::Flags::SYN)
+                    && !f.tcp_flags.contains(crate::wire::tcp::Flags::ACK);
+                if k.proto == Proto::Tcp && !syn {
                     return Err(Action::Drop(DropReason::ConntrackInvalid));
                 }
                 (k.with_dst(p.ip, p.port).reverse(), p.tag)

@@ -62,16 +62,45 @@ pub enum PortRole {
 
 /// Messages from the control plane to a worker.
 pub enum Ctrl {
-    AddNetwork { net: NetId, fdb: Arc<Fdb>, cfg: Option<Arc<NetConfig>>, done: Sender<()> },
-    SetNetwork { net: NetId, cfg: Option<Arc<NetConfig>>, done: Sender<()> },
-    RemoveNetwork { net: NetId, done: Sender<()> },
-    AddPort { port: PortId, role: PortRole, mtu: u32, queue: PortQueue, done: Sender<io::Result<()>> },
-    RemovePort { port: PortId, done: Sender<()> },
-    SetRouter { cfg: Arc<RouterConfig>, done: Sender<()> },
+    AddNetwork {
+        net: NetId,
+        fdb: Arc<Fdb>,
+        cfg: Option<Arc<NetConfig>>,
+        done: Sender<()>,
+    },
+    SetNetwork {
+        net: NetId,
+        cfg: Option<Arc<NetConfig>>,
+        done: Sender<()>,
+    },
+    RemoveNetwork {
+        net: NetId,
+        done: Sender<()>,
+    },
+    AddPort {
+        port: PortId,
+        role: PortRole,
+        mtu: u32,
+        queue: PortQueue,
+        done: Sender<io::Result<()>>,
+    },
+    RemovePort {
+        port: PortId,
+        done: Sender<()>,
+    },
+    SetRouter {
+        cfg: Arc<RouterConfig>,
+        done: Sender<()>,
+    },
     /// List this worker's connections.
-    Conntrack { done: Sender<Vec<crate::FlowInfo>> },
+    Conntrack {
+        done: Sender<Vec<crate::FlowInfo>>,
+    },
     /// Forget the connections whose tag is `tag` (a container going away).
-    ConntrackForget { tag: u32, done: Sender<usize> },
+    ConntrackForget {
+        tag: u32,
+        done: Sender<usize>,
+    },
     Shutdown,
 }
 
