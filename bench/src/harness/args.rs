@@ -37,8 +37,8 @@ impl Scenario {
     /// Why tapnet cannot run this scenario yet, if it cannot.
     pub(super) fn unavailable(self) -> Option<&'static str> {
         match self {
-            Scenario::Bridge | Scenario::All => None,
-            _ => Some("feature not implemented yet (tapnet NAT/overlay pending)"),
+            Scenario::Bridge | Scenario::Dnat | Scenario::Snat | Scenario::All => None,
+            Scenario::Vxlan | Scenario::Gre => Some("feature not implemented yet (tapnet overlay pending)"),
         }
     }
 }

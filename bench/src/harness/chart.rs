@@ -145,7 +145,7 @@ pub fn svg(r: &Report) -> String {
     if !unavailable.is_empty() {
         let _ = writeln!(
             o,
-            r##"<text x="16" y="{:.1}" fill="#888">not available: {} (tapnet NAT/overlay pending)</text>"##,
+            r##"<text x="16" y="{:.1}" fill="#888">not available: {} (tapnet overlay pending)</text>"##,
             axis_y + 56.0,
             unavailable.join(", ")
         );

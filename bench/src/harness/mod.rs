@@ -6,19 +6,29 @@
 //! each workload from container A (client) to container B (server) through
 //! one and then the other, and both are torn down afterwards, also on an
 //! error or Ctrl-C: the topologies are Drop guards that delete their
-//! namespaces, and every namespace is registered so that a second signal can
-//! delete them all before it exits.
+//! namespaces (with their `/etc/netns/NAME` files), and every namespace is
+//! registered so that a second signal can delete them all before it exits,
+//! once the build or teardown step under way (if any) has ended.
 //!
 //! * bridge: kernel = a "host" namespace with a Linux bridge and one veth
 //!   pair into each container (docker0's datapath, minus its iptables
 //!   rules), all made through [`control::netlink`]; tapnet = an in-process
 //!   [`control::engine::Engine`] (its workers are threads of this process) with one network
 //!   and two containers.
-//! * dnat, snat, vxlan, gre: tapnet has no NAT gateway or overlay yet, so
-//!   these are reported as not available and nothing is built for them.
+//! * dnat, snat: kernel = docker0's setup (the bridge, ip_forward, and
+//!   Docker's iptables rules with MASQUERADE and a published port's DNAT)
+//!   in a "host" namespace with one container and an uplink veth to an
+//!   "outside" namespace; tapnet = an in-process engine run from a host
+//!   namespace of its own, whose uplink is the same kind of veth, with the
+//!   same published port (see `nat.rs`). snat: the container is the client
+//!   and the server is outside; dnat: the other way round, through the
+//!   published port. TCP workloads only.
+//! * vxlan, gre: tapnet has no overlay yet, so these are reported as not
+//!   available and nothing is built for them.
 //!
 //! Where things are: `args.rs` (options and their validation),
-//! `topology.rs` (both datapaths as Drop guards), `workload.rs` (what each
+//! `topology.rs` (the bridge scenario's datapaths as Drop guards, and the
+//! cleanup they share), `nat.rs` (the NAT scenarios'), `workload.rs` (what each
 //! workload measures, and running one), `cpu.rs` (CPU accounting),
 //! `scenario.rs` (running a scenario through both datapaths), `report.rs`
 //! (results and the table), `chart.rs` (SVG and PNG chart); this file is
@@ -39,6 +49,7 @@ use std::sync::Arc;
 mod args;
 mod chart;
 mod cpu;
+mod nat;
 mod report;
 mod scenario;
 mod topology;
@@ -50,9 +61,10 @@ use topology::delete_all_registered;
 pub use args::{BenchArgs, Scenario, Settings, Tool};
 pub use chart::svg;
 pub use cpu::{worker_cpu_s, MachineCpu};
+pub use nat::{docker_rules, Direction, KernelNat, NatAddressing, TapnetNat};
 pub use report::{table, Failure, Machine, Report, Row, ScenarioResult};
 pub use scenario::bench;
-pub use topology::{Addressing, BenchError, KernelBridge, Pair, TapnetBridge};
+pub use topology::{Addressing, BenchError, KernelBridge, Pair, TapnetBridge, IPERF3_PORT};
 pub use workload::Datapath;
 
 /// `tapnet bench`. With `json_stdout` (the global `--json`), the report
@@ -113,7 +125,8 @@ fn install_signals(stop: Arc<AtomicBool>) -> std::result::Result<signal_hook::it
                     );
                 } else {
                     eprintln!("\ntapnet bench: deleting the bench namespaces and quitting");
-                    delete_all_registered();
+                    // A build or teardown step under way ends first.
+                    delete_all_registered(std::time::Duration::from_secs(20));
                     std::process::exit(128 + sig);
                 }
             }

@@ -1,15 +1,21 @@
-//! Running the scenarios: build both datapaths, run every workload through
-//! one and then the other (alternating with `--repeat`), show progress, and
-//! pair the figures up into rows; scenarios tapnet cannot run yet are
-//! reported as not available.
+//! Running the scenarios: build both datapaths, check that they carry TCP,
+//! run every workload through one and then the other (alternating with
+//! `--repeat`), show progress, and pair the figures up into rows; scenarios
+//! tapnet cannot run yet are reported as not available. For tapnet, the
+//! JSON detail of every run also holds what its dataplane counted during
+//! it (`tapnet_stats`: frames per wake-up, port traffic, drops, router
+//! events).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use control::engine::EngineConfig;
+
 use super::args::{Scenario, Settings};
+use super::nat::{Direction, KernelNat, NatAddressing, TapnetNat};
 use super::report::{fmt_num, Failure, Machine, Report, ScenarioResult};
-use super::topology::{Addressing, KernelBridge, Pair, TapnetBridge};
-use super::workload::{have_iperf3, rows_for, run_workload, Datapath, Measurement, Workload};
+use super::topology::{Addressing, BenchError, KernelBridge, TapnetBridge, Topology};
+use super::workload::{have_iperf3, rows_for, run_workload, stats_delta, Datapath, Measurement, Workload};
 use crate::traffic;
 
 /// Progress on stderr, one line per step so it reads well in a log too:
@@ -48,25 +54,69 @@ fn summary(w: Workload, m: &Measurement) -> String {
         .join(", ")
 }
 
-/// Build one datapath; on failure every workload of it fails with the reason.
-enum Built {
-    Kernel(KernelBridge),
-    Tapnet(Box<TapnetBridge>),
+/// The kernel's `nf_conntrack_max`, which tapnet's conntrack bound is set
+/// to in the NAT scenarios, so that neither table fills before the other.
+fn kernel_conntrack_max() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max").ok()?.trim().parse().ok()
 }
 
-impl Built {
-    fn pair(&self) -> &Pair {
-        match self {
-            Built::Kernel(k) => &k.pair,
-            Built::Tapnet(t) => &t.pair,
+/// Build one datapath of `sc` and check that the client reaches the server
+/// (which also warms ARP, the MAC tables and the NAT's port allocation).
+fn build(
+    sc: Scenario,
+    dp: Datapath,
+    s: &Settings,
+    prefix: &str,
+    conntrack_max: usize,
+) -> std::result::Result<Box<dyn Topology>, String> {
+    eprintln!("building {}/{} ...", sc.name(), dp.name());
+    let engine = EngineConfig {
+        workers: s.workers,
+        pin: s.pin,
+        busy_poll_us: s.busy_poll_us,
+        conntrack_max,
+        ..EngineConfig::default()
+    };
+    let nat = NatAddressing::default();
+    let r: std::result::Result<Box<dyn Topology>, BenchError> = match (sc, dp) {
+        (Scenario::Bridge, Datapath::Kernel) => {
+            KernelBridge::build(&format!("{prefix}k"), Addressing::default()).map(|t| Box::new(t) as _)
         }
+        (Scenario::Bridge, Datapath::Tapnet) => {
+            TapnetBridge::build(&format!("{prefix}t"), Addressing::default(), s.workers, s.pin, s.busy_poll_us)
+                .map(|t| Box::new(t) as _)
+        }
+        (Scenario::Dnat | Scenario::Snat, dp) => {
+            let (dir, tag) = if sc == Scenario::Dnat { (Direction::Dnat, "d") } else { (Direction::Snat, "s") };
+            match dp {
+                Datapath::Kernel => KernelNat::build(&format!("{prefix}{tag}k"), dir, nat).map(|t| Box::new(t) as _),
+                Datapath::Tapnet => {
+                    TapnetNat::build(&format!("{prefix}{tag}t"), dir, nat, engine).map(|t| Box::new(t) as _)
+                }
+            }
+        }
+        _ => unreachable!("only available scenarios are built"),
+    };
+    let b = r.map_err(|e| format!("cannot build the {} datapath: {e}", dp.name()))?;
+    let pair = b.pair();
+    let ping =
+        traffic::ping(Some(&pair.a_ns), pair.target_ip(), 3, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    if ping.received == 0 {
+        return Err(format!("{}: no connectivity (ping {} -> {} unanswered)", dp.name(), pair.a_ip, pair.target_ip()));
     }
+    let tcp = traffic::tcp_crr(pair.server(), pair.client(), pair.port, Duration::from_millis(300));
+    if let Err(e) = tcp {
+        return Err(format!("{}: no TCP connectivity from {} to the server: {e}", dp.name(), pair.a_ip));
+    }
+    Ok(b)
 }
 
-/// Run the bridge scenario. `stop` is checked between workloads.
-fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -> ScenarioResult {
+/// Run scenario `sc` (bridge, dnat or snat). `stop` is checked between
+/// workloads.
+fn run_scenario(sc: Scenario, s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -> ScenarioResult {
+    let name = sc.name();
     let mut res = ScenarioResult {
-        scenario: "bridge".into(),
+        scenario: name.into(),
         available: true,
         reason: None,
         rows: Vec::new(),
@@ -74,8 +124,7 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
         detail: serde_json::Map::new(),
         notes: Vec::new(),
     };
-    let addr = Addressing::default();
-    let mut workloads = Workload::BUILTIN.to_vec();
+    let mut workloads = if sc == Scenario::Bridge { Workload::BUILTIN.to_vec() } else { Workload::NAT.to_vec() };
     if s.iperf3 {
         if have_iperf3() {
             workloads.push(Workload::Iperf3);
@@ -86,27 +135,23 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
         }
     }
     p.total += workloads.len() * 2 * s.repeat;
+    let default_max = EngineConfig::default().conntrack_max;
+    let conntrack_max = if sc == Scenario::Bridge { None } else { kernel_conntrack_max() };
+    if let Some(m) = conntrack_max {
+        res.notes.push(format!(
+            "tapnet's conntrack bound is the kernel's nf_conntrack_max here, {m} (the daemon's default is {default_max})"
+        ));
+    }
 
     // Both are built before anything runs, so a broken build costs no time;
     // both guards live until the end of this function, whatever happens.
-    let build = |dp: Datapath| -> std::result::Result<Built, String> {
-        eprintln!("building bridge/{} ...", dp.name());
-        let r = match dp {
-            Datapath::Kernel => KernelBridge::build(&format!("{prefix}k"), addr).map(Built::Kernel),
-            Datapath::Tapnet => TapnetBridge::build(&format!("{prefix}t"), addr, s.workers, s.pin, s.busy_poll_us)
-                .map(|t| Built::Tapnet(Box::new(t))),
-        };
-        let b = r.map_err(|e| format!("cannot build the {} datapath: {e}", dp.name()))?;
-        // Warm up ARP and the MAC tables, and check connectivity.
-        let pair = b.pair();
-        let ping = traffic::ping(Some(&pair.a_ns), addr.b, 3, Duration::from_secs(1)).map_err(|e| e.to_string())?;
-        if ping.received == 0 {
-            return Err(format!("{}: no connectivity (ping {} -> {} unanswered)", dp.name(), addr.a, addr.b));
-        }
-        Ok(b)
+    let max = conntrack_max.unwrap_or(default_max);
+    let kernel = build(sc, Datapath::Kernel, s, prefix, max);
+    let tapnet = if stop.load(Ordering::Relaxed) {
+        Err("interrupted".into())
+    } else {
+        build(sc, Datapath::Tapnet, s, prefix, max)
     };
-    let kernel = build(Datapath::Kernel);
-    let tapnet = if stop.load(Ordering::Relaxed) { Err("interrupted".into()) } else { build(Datapath::Tapnet) };
 
     let mut measured: Vec<(Workload, Option<Measurement>, Option<Measurement>)> = Vec::new();
     let mut kdetail = serde_json::Map::new();
@@ -122,13 +167,24 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
                 // Keep the half measured: its kernel figure is still shown.
                 break;
             }
-            p.start(&format!("bridge/{} {}", dp.name(), w.name()));
+            p.start(&format!("{name}/{} {}", dp.name(), w.name()));
             let bulk1 = measured
                 .iter()
                 .find(|x| x.0 == Workload::Bulk1)
                 .and_then(|x| if i == 0 { x.1.as_ref() } else { x.2.as_ref() }.and_then(|m| m.get("gbit_per_s")));
             let out = match built {
-                Ok(b) => run_workload(w, dp, b.pair(), s, bulk1),
+                Ok(b) => {
+                    let before = b.stats();
+                    let out = run_workload(w, dp, b.pair(), s, bulk1);
+                    out.map(|mut m| {
+                        if let (Some(b0), Some(b1)) = (before, b.stats()) {
+                            if let Some(o) = m.detail.as_object_mut() {
+                                o.insert("tapnet_stats".into(), stats_delta(&b0, &b1));
+                            }
+                        }
+                        m
+                    })
+                }
                 Err(e) => Err(e.clone()),
             };
             match out {
@@ -155,12 +211,12 @@ fn run_bridge(s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -
     }
     res.detail.insert("kernel".into(), kdetail.into());
     res.detail.insert("tapnet".into(), tdetail.into());
-    if let Ok(Built::Tapnet(t)) = &tapnet {
-        if t.workers() != s.workers {
-            res.notes.push(format!("tapnet ran {} workers", t.workers()));
+    if let Ok(t) = &tapnet {
+        if let Some(n) = t.workers().filter(|&n| n != s.workers) {
+            res.notes.push(format!("tapnet ran {n} workers"));
         }
     }
-    eprintln!("tearing down bridge ...");
+    eprintln!("tearing down {name} ...");
     drop(tapnet);
     drop(kernel);
     res
@@ -197,8 +253,8 @@ pub fn bench(s: &Settings, stop: &AtomicBool) -> Report {
             break;
         }
         scenarios.push(match sc {
-            Scenario::Bridge => run_bridge(s, &prefix, stop, &mut p),
-            _ => not_available(sc),
+            _ if sc.unavailable().is_some() => not_available(sc),
+            _ => run_scenario(sc, s, &prefix, stop, &mut p),
         });
     }
     Report { machine: machine(s.workers), settings: s.clone(), interrupted: stop.load(Ordering::Relaxed), scenarios }
@@ -233,7 +289,7 @@ mod tests {
         }
         .validate()
         .unwrap();
-        let mut bridge = not_available(Scenario::Dnat);
+        let mut bridge = not_available(Scenario::Vxlan);
         bridge.scenario = "bridge".into();
         bridge.available = true;
         bridge.reason = None;
@@ -242,11 +298,14 @@ mod tests {
             machine: machine(1),
             settings: s,
             interrupted: false,
-            scenarios: vec![bridge, not_available(Scenario::Dnat)],
+            scenarios: vec![bridge, not_available(Scenario::Vxlan)],
         };
         let text = table(&r);
         assert!(text.contains("tcp_bulk_1"), "{text}");
-        assert!(text.contains("not available: feature not implemented yet (tapnet NAT/overlay pending)"), "{text}");
+        assert!(
+            text.contains("vxlan     not available: feature not implemented yet (tapnet overlay pending)"),
+            "{text}"
+        );
         let svg = svg(&r);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("kernel = 1.0"));

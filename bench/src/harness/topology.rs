@@ -1,13 +1,22 @@
 //! The two datapaths of a scenario as Drop guards: the kernel's reference
 //! ([`KernelBridge`], docker0's bridge and veth pairs, made over netlink)
 //! and tapnet's ([`TapnetBridge`], an in-process engine), with the same
-//! addresses ([`Addressing`]). Every namespace they make is registered
-//! first, so that a second Ctrl-C can delete them all before it exits.
+//! addresses ([`Addressing`]); the NAT scenarios' pair is in `nat.rs`.
+//!
+//! Cleanup, whatever happens: every namespace is registered before it is
+//! made, so that a second Ctrl-C can delete them all (with their
+//! `/etc/netns/NAME` files) before it exits; and the thread that builds or
+//! tears down a topology holds the bench's "busy" lock ([`busy`]) while it
+//! does, so that the second Ctrl-C waits for that step to end instead of
+//! racing it (a namespace made, or a hosts file rewritten, right after the
+//! signal handler deleted everything would be left behind).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use control::api::{ContainerSpec, NetworkSpec};
 use control::engine::{Engine, EngineConfig, EngineError};
@@ -30,14 +39,17 @@ pub enum BenchError {
     /// A netlink step of the kernel reference failed.
     #[error("{step}: {source}")]
     Netlink { step: &'static str, source: NetlinkError },
+    /// A step outside netlink (a sysctl, `iptables-restore`) failed.
+    #[error("{step}: {detail}")]
+    Setup { step: &'static str, detail: String },
     /// The namespace prefix leaves no room for the role suffix.
     #[error("namespace prefix {0:?} is too long (at most 13 bytes)")]
     Prefix(String),
 }
 
-type Result<T> = std::result::Result<T, BenchError>;
+pub(super) type Result<T> = std::result::Result<T, BenchError>;
 
-fn nl(step: &'static str) -> impl FnOnce(NetlinkError) -> BenchError {
+pub(super) fn nl(step: &'static str) -> impl FnOnce(NetlinkError) -> BenchError {
     move |source| BenchError::Netlink { step, source }
 }
 
@@ -48,24 +60,100 @@ pub(super) fn register(name: &str) {
     NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).push(name.to_string());
 }
 
-/// Delete `names` (those that exist), with the hosts files tapnet's engine
-/// writes for its containers, and forget them.
+/// Where iproute2 (and tapnet's engine) keep a namespace's own `/etc`
+/// files: the engine writes `hosts` and `resolv.conf` there.
+fn etc_dir(name: &str) -> PathBuf {
+    Path::new(control::hosts::ETC_NETNS).join(name)
+}
+
+/// Delete `names` (those that exist) with their `/etc/netns/NAME`
+/// directories, and forget them.
 pub(super) fn delete_namespaces(names: &[String]) {
     for n in names.iter().rev() {
-        control::hosts::remove(n);
         if netns::exists(n) {
             if let Err(e) = netns::delete(n) {
                 eprintln!("tapnet bench: cleanup: {e}");
+            }
+        }
+        // The whole directory: the engine's files and its temporary ones.
+        // The names are the bench's own (`tnb<pid>…`), so nothing else
+        // lives there.
+        let d = etc_dir(n);
+        if d.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                eprintln!("tapnet bench: cleanup: {}: {e}", d.display());
             }
         }
     }
     NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| !names.contains(n));
 }
 
-/// Delete every registered namespace (the second Ctrl-C).
-pub(super) fn delete_all_registered() {
+/// The thread holding the busy lock, and how many times it took it.
+static BUSY: Mutex<(Option<ThreadId>, usize)> = Mutex::new((None, 0));
+static BUSY_FREED: Condvar = Condvar::new();
+
+/// Held while a thread builds or tears down a topology (re-entrant: a
+/// build that fails drops its half-made guard, which takes it again).
+#[must_use]
+pub(super) struct Busy(());
+
+/// Take the busy lock (waiting while another thread holds it).
+pub(super) fn busy() -> Busy {
+    let me = std::thread::current().id();
+    let mut g = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    while g.0.is_some_and(|t| t != me) {
+        g = BUSY_FREED.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    g.0 = Some(me);
+    g.1 += 1;
+    Busy(())
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut g = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = g.1.saturating_sub(1);
+        if g.1 == 0 {
+            g.0 = None;
+            BUSY_FREED.notify_all();
+        }
+    }
+}
+
+/// Delete every registered namespace (the second Ctrl-C), then return
+/// with the busy lock held for good, so that nothing is made after this:
+/// the caller exits. A build or teardown step under way ends first (it is
+/// short); one that takes longer than `patience` is not waited for.
+pub(super) fn delete_all_registered(patience: Duration) {
+    let me = std::thread::current().id();
+    let deadline = Instant::now() + patience;
+    let mut g = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    while g.0.is_some_and(|t| t != me) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        g = BUSY_FREED.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
+    g.0 = Some(me);
+    g.1 += 1;
+    drop(g);
     let names = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).clone();
     delete_namespaces(&names);
+}
+
+/// A built datapath of any scenario.
+pub(super) trait Topology {
+    /// The client and the server.
+    fn pair(&self) -> &Pair;
+    /// tapnet's worker count (`None` for the kernel).
+    fn workers(&self) -> Option<usize> {
+        None
+    }
+    /// tapnet's counters (`tapnet stats`), `None` for the kernel.
+    fn stats(&self) -> Option<control::api::StatsInfo> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -96,30 +184,140 @@ impl Default for Addressing {
     }
 }
 
-/// The two containers of a topology: A is the client, B the server.
+/// The two ends of a run: A is the client, B the server. On the bridge
+/// both are containers; through NAT one of them is the outside namespace.
 #[derive(Debug, Clone)]
 pub struct Pair {
     pub a_name: String,
     pub a_ns: PathBuf,
+    pub a_ip: Ipv4Addr,
     pub b_name: String,
     pub b_ns: PathBuf,
+    pub b_ip: Ipv4Addr,
+    /// The port the server listens on; 0 lets the kernel pick one.
+    pub port: u16,
+    /// Where the client connects to reach `b_ip:port`, when that is not
+    /// the server itself (a published port, through DNAT).
+    pub via: Option<SocketAddrV4>,
+    /// The same for the iperf3 cross-check: its server's port, and where
+    /// its client connects.
+    pub iperf3_port: u16,
+    pub iperf3_via: Option<SocketAddrV4>,
+    /// The container network's addresses.
     pub addr: Addressing,
 }
 
 impl Pair {
+    /// Client A and server B on one container network (the bridge).
+    fn containers(a: &str, b: &str, addr: Addressing) -> Pair {
+        Pair {
+            a_name: a.to_string(),
+            a_ns: netns::path(a),
+            a_ip: addr.a,
+            b_name: b.to_string(),
+            b_ns: netns::path(b),
+            b_ip: addr.b,
+            port: 0,
+            via: None,
+            iperf3_port: IPERF3_PORT,
+            iperf3_via: None,
+            addr,
+        }
+    }
+
     pub fn client(&self) -> Endpoint<'_> {
-        Endpoint::new(Some(&self.a_ns), self.addr.a)
+        Endpoint::new(Some(&self.a_ns), self.a_ip)
     }
     pub fn server(&self) -> Endpoint<'_> {
-        Endpoint::new(Some(&self.b_ns), self.addr.b)
+        let e = Endpoint::new(Some(&self.b_ns), self.b_ip);
+        match self.via {
+            Some(v) => e.via(v),
+            None => e,
+        }
+    }
+    /// The address the client sends to (the server's, or the published one).
+    pub fn target_ip(&self) -> Ipv4Addr {
+        self.via.map_or(self.b_ip, |v| *v.ip())
     }
 }
 
-fn check_prefix(prefix: &str) -> Result<()> {
+/// iperf3's default port, where its cross-check listens.
+pub const IPERF3_PORT: u16 = 5201;
+
+pub(super) fn check_prefix(prefix: &str) -> Result<()> {
     if prefix.is_empty() || prefix.len() > 13 {
         return Err(BenchError::Prefix(prefix.to_string()));
     }
     Ok(())
+}
+
+/// Make the namespaces `names` (with `lo` up and IPv6 off, as for a
+/// container), each recorded in `made` and registered before it is made,
+/// so that a failure from here on (the guard's Drop) or a second Ctrl-C
+/// removes what exists.
+pub(super) fn make_namespaces(names: &[&String], made: &mut Vec<String>) -> Result<()> {
+    for n in names {
+        register(n);
+        made.push(n.to_string());
+        sandbox::create(n)?;
+    }
+    Ok(())
+}
+
+/// In the calling thread's namespace: a veth pair `host_end` ↔ `peer`,
+/// both at `mtu`, the peer with `mac` (if given) moved into namespace `ns`
+/// as `eth0`, the host end enslaved to `master` (if given) and up. Returns
+/// the host end's index.
+pub(super) fn veth_into(
+    n: &mut Netlink,
+    host_end: &str,
+    peer: &str,
+    ns: &Path,
+    mtu: u32,
+    mac: Option<[u8; 6]>,
+    master: Option<u32>,
+) -> Result<u32> {
+    n.link_add_veth(host_end, peer).map_err(nl("add veth"))?;
+    let hi = n.link_index(host_end).map_err(nl("find veth"))?;
+    let pi = n.link_index(peer).map_err(nl("find veth peer"))?;
+    n.link_set_mtu(hi, mtu).map_err(nl("set veth MTU"))?;
+    n.link_set_mtu(pi, mtu).map_err(nl("set veth MTU"))?;
+    if let Some(mac) = mac {
+        n.link_set_mac(pi, mac).map_err(nl("set veth MAC"))?;
+    }
+    if master.is_some() {
+        n.link_set_master(hi, master).map_err(nl("enslave veth"))?;
+    }
+    n.link_set_up(hi, true).map_err(nl("set veth up"))?;
+    let fd = netns::open(ns)?;
+    n.link_move_to_netns(pi, fd.as_fd(), Some("eth0")).map_err(nl("move veth into namespace"))?;
+    Ok(hi)
+}
+
+/// In the calling thread's namespace: bridge `br0` at `addr.mtu` with the
+/// gateway address, up (docker0). Returns its index.
+pub(super) fn kernel_bridge(n: &mut Netlink, addr: &Addressing) -> Result<u32> {
+    n.link_add_bridge("br0").map_err(nl("add bridge"))?;
+    let br = n.link_index("br0").map_err(nl("find bridge"))?;
+    n.link_set_mtu(br, addr.mtu).map_err(nl("set bridge MTU"))?;
+    n.addr_add_v4(br, addr.gateway, addr.prefix).map_err(nl("add bridge address"))?;
+    n.link_set_up(br, true).map_err(nl("set bridge up"))?;
+    Ok(br)
+}
+
+/// Inside namespace `ns`: `eth0` at `ip/prefix`, up, with a default route
+/// via `gateway` if given.
+pub(super) fn eth0_up(ns: &Path, ip: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> Result<()> {
+    netns::run_in(ns, || -> Result<()> {
+        let mut n = Netlink::open().map_err(nl("open netlink in namespace"))?;
+        let i = n.link_index("eth0").map_err(nl("find eth0"))?;
+        n.addr_add_v4(i, ip, prefix).map_err(nl("add address"))?;
+        n.link_set_up(i, true).map_err(nl("set eth0 up"))?;
+        if let Some(gw) = gateway {
+            n.route_add_v4(Ipv4Addr::UNSPECIFIED, 0, Some(gw), Some(i)).map_err(nl("add default route"))?;
+        }
+        Ok(())
+    })?
 }
 
 /// The kernel reference for the bridge scenario, docker0's datapath: a
@@ -136,49 +334,21 @@ pub struct KernelBridge {
 impl KernelBridge {
     pub fn build(prefix: &str, addr: Addressing) -> Result<KernelBridge> {
         check_prefix(prefix)?;
+        let _busy = busy();
         let (h, a, b) = (format!("{prefix}h"), format!("{prefix}a"), format!("{prefix}b"));
-        let mut kb = KernelBridge {
-            host: netns::path(&h),
-            pair: Pair { a_name: a.clone(), a_ns: netns::path(&a), b_name: b.clone(), b_ns: netns::path(&b), addr },
-            names: Vec::new(),
-        };
-        // Each namespace is recorded before it is made, so that a failure
-        // from here on (Drop) or a second Ctrl-C removes what exists.
-        for n in [&h, &a, &b] {
-            register(n);
-            kb.names.push(n.clone());
-            sandbox::create(n)?;
-        }
+        let mut kb = KernelBridge { host: netns::path(&h), pair: Pair::containers(&a, &b, addr), names: Vec::new() };
+        make_namespaces(&[&h, &a, &b], &mut kb.names)?;
         let ends = [(&kb.pair.a_ns, addr.a, "vetha", "cetha"), (&kb.pair.b_ns, addr.b, "vethb", "cethb")];
         netns::run_in(&kb.host, || -> Result<()> {
             let mut n = Netlink::open().map_err(nl("open netlink in host namespace"))?;
-            n.link_add_bridge("br0").map_err(nl("add bridge"))?;
-            let br = n.link_index("br0").map_err(nl("find bridge"))?;
-            n.link_set_mtu(br, addr.mtu).map_err(nl("set bridge MTU"))?;
-            n.addr_add_v4(br, addr.gateway, addr.prefix).map_err(nl("add bridge address"))?;
-            n.link_set_up(br, true).map_err(nl("set bridge up"))?;
+            let br = kernel_bridge(&mut n, &addr)?;
             for (ns, ip, host_end, peer) in ends {
-                n.link_add_veth(host_end, peer).map_err(nl("add veth"))?;
-                let hi = n.link_index(host_end).map_err(nl("find veth"))?;
-                let pi = n.link_index(peer).map_err(nl("find veth peer"))?;
-                n.link_set_mtu(hi, addr.mtu).map_err(nl("set veth MTU"))?;
-                n.link_set_mtu(pi, addr.mtu).map_err(nl("set veth MTU"))?;
-                n.link_set_mac(pi, mac_for(ip).octets()).map_err(nl("set veth MAC"))?;
-                n.link_set_master(hi, Some(br)).map_err(nl("enslave veth"))?;
-                n.link_set_up(hi, true).map_err(nl("set veth up"))?;
-                let fd = netns::open(ns)?;
-                n.link_move_to_netns(pi, fd.as_fd(), Some("eth0")).map_err(nl("move veth into container"))?;
+                veth_into(&mut n, host_end, peer, ns, addr.mtu, Some(mac_for(ip).octets()), Some(br))?;
             }
             Ok(())
         })??;
         for (ns, ip) in [(&kb.pair.a_ns, addr.a), (&kb.pair.b_ns, addr.b)] {
-            netns::run_in(ns, || -> Result<()> {
-                let mut n = Netlink::open().map_err(nl("open netlink in container"))?;
-                let i = n.link_index("eth0").map_err(nl("find eth0"))?;
-                n.addr_add_v4(i, ip, addr.prefix).map_err(nl("add address"))?;
-                n.link_set_up(i, true).map_err(nl("set eth0 up"))?;
-                n.route_add_v4(Ipv4Addr::UNSPECIFIED, 0, Some(addr.gateway), Some(i)).map_err(nl("add default route"))
-            })??;
+            eth0_up(ns, ip, addr.prefix, Some(addr.gateway))?;
         }
         Ok(kb)
     }
@@ -189,8 +359,15 @@ impl KernelBridge {
     }
 }
 
+impl Topology for KernelBridge {
+    fn pair(&self) -> &Pair {
+        &self.pair
+    }
+}
+
 impl Drop for KernelBridge {
     fn drop(&mut self) {
+        let _busy = busy();
         delete_namespaces(&self.names);
     }
 }
@@ -205,35 +382,45 @@ pub struct TapnetBridge {
     names: Vec<String>,
 }
 
+/// The engine's network `bench` on `addr`.
+pub(super) fn bench_network(addr: &Addressing) -> NetworkSpec {
+    NetworkSpec {
+        name: "bench".into(),
+        subnet: format!("{}/{}", addr.subnet, addr.prefix),
+        gateway: Some(addr.gateway.to_string()),
+        mtu: Some(addr.mtu),
+        ..NetworkSpec::default()
+    }
+}
+
+/// Container `name` on network `bench` at `ip`, publishing `publish`.
+pub(super) fn bench_container(name: &str, ip: Ipv4Addr, publish: Vec<String>) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        network: "bench".into(),
+        ip: Some(ip.to_string()),
+        publish,
+        ..Default::default()
+    }
+}
+
 impl TapnetBridge {
     pub fn build(prefix: &str, addr: Addressing, workers: usize, pin: bool, busy_poll_us: u32) -> Result<TapnetBridge> {
         check_prefix(prefix)?;
+        let _busy = busy();
         let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
         let cfg = EngineConfig { workers, pin, busy_poll_us, ..EngineConfig::default() };
         let mut tb = TapnetBridge {
-            pair: Pair { a_name: a.clone(), a_ns: netns::path(&a), b_name: b.clone(), b_ns: netns::path(&b), addr },
+            pair: Pair::containers(&a, &b, addr),
             engine: Some(Engine::new(cfg)?),
             names: vec![a.clone(), b.clone()],
         };
         register(&a);
         register(&b);
         let e = tb.engine.as_mut().expect("just set");
-        let subnet = format!("{}/{}", addr.subnet, addr.prefix);
-        e.network_create(&NetworkSpec {
-            name: "bench".into(),
-            subnet: subnet.clone(),
-            gateway: Some(addr.gateway.to_string()),
-            mtu: Some(addr.mtu),
-            ..NetworkSpec::default()
-        })?;
-        let spec = |name: &str, ip: std::net::Ipv4Addr| ContainerSpec {
-            name: name.into(),
-            network: "bench".into(),
-            ip: Some(ip.to_string()),
-            ..ContainerSpec::default()
-        };
-        let ca = e.container_create(&spec(&a, addr.a))?;
-        let cb = e.container_create(&spec(&b, addr.b))?;
+        e.network_create(&bench_network(&addr))?;
+        let ca = e.container_create(&bench_container(&a, addr.a, Vec::new()))?;
+        let cb = e.container_create(&bench_container(&b, addr.b, Vec::new()))?;
         tb.pair.a_ns = PathBuf::from(ca.sandbox_key);
         tb.pair.b_ns = PathBuf::from(cb.sandbox_key);
         Ok(tb)
@@ -248,8 +435,21 @@ impl TapnetBridge {
     }
 }
 
+impl Topology for TapnetBridge {
+    fn pair(&self) -> &Pair {
+        &self.pair
+    }
+    fn workers(&self) -> Option<usize> {
+        Some(TapnetBridge::workers(self))
+    }
+    fn stats(&self) -> Option<control::api::StatsInfo> {
+        self.engine.as_ref().map(Engine::stats)
+    }
+}
+
 impl Drop for TapnetBridge {
     fn drop(&mut self) {
+        let _busy = busy();
         if let Some(mut e) = self.engine.take() {
             for err in e.shutdown() {
                 eprintln!("tapnet bench: cleanup: {err}");

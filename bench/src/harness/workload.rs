@@ -9,6 +9,8 @@ use serde::Serialize;
 use super::args::Settings;
 use super::cpu::{worker_cpu_s, MachineCpu};
 use super::report::Row;
+use control::api::{PortStats, StatsInfo};
+
 use super::topology::Pair;
 use crate::traffic::{self, TrafficError};
 
@@ -43,6 +45,8 @@ pub(super) enum Workload {
 impl Workload {
     pub(super) const BUILTIN: [Workload; 6] =
         [Workload::Bulk1, Workload::BulkN, Workload::UdpFixed, Workload::UdpMax, Workload::Rr, Workload::Crr];
+    /// Through NAT: TCP only (one published TCP port leads to the server).
+    pub(super) const NAT: [Workload; 4] = [Workload::Bulk1, Workload::BulkN, Workload::Rr, Workload::Crr];
 
     pub(super) fn name(self) -> &'static str {
         match self {
@@ -145,7 +149,7 @@ pub(super) fn run_workload(
     bulk1: Option<f64>,
 ) -> std::result::Result<Measurement, String> {
     let d = Duration::from_secs(s.duration_s);
-    let (server, client) = (pair.server(), pair.client());
+    let (server, client, port) = (pair.server(), pair.client(), pair.port);
     let te = |e: TrafficError| e.to_string();
     let mut m = Measurement::default();
     match w {
@@ -155,7 +159,7 @@ pub(super) fn run_workload(
             // machine's CPU time (it includes both TCP stacks and the
             // generator); tapnet's workers are reported on their own too.
             let (w0, m0) = (worker_cpu_s(), MachineCpu::now());
-            let r = traffic::tcp_bulk(server, client, 0, streams, None, d, false).map_err(te)?;
+            let r = traffic::tcp_bulk(server, client, port, streams, None, d, false).map_err(te)?;
             let (workers, machine) = (worker_cpu_s() - w0, MachineCpu::now().since(m0));
             let gbits = r.bytes as f64 * 8.0 / 1e9;
             m.values.push(("gbit_per_s", r.gbit_per_s));
@@ -178,21 +182,21 @@ pub(super) fn run_workload(
         }
         Workload::UdpFixed | Workload::UdpMax => {
             let rate = (w == Workload::UdpFixed).then_some(s.udp_rate_pps);
-            let r = traffic::udp_stream(server, client, 0, 64, rate, d).map_err(te)?;
+            let r = traffic::udp_stream(server, client, port, 64, rate, d).map_err(te)?;
             m.values.push(("offered_pps", r.offered_pps));
             m.values.push(("delivered_pps", r.delivered_pps));
             m.values.push(("loss_pct", r.loss * 100.0));
             m.detail = serde_json::to_value(&r).unwrap_or_default();
         }
         Workload::Rr => {
-            let r = traffic::tcp_rr(server, client, 0, 1, d).map_err(te)?;
+            let r = traffic::tcp_rr(server, client, port, 1, d).map_err(te)?;
             m.values.push(("per_second", r.per_second));
             m.values.push(("p50_us", r.p50_us));
             m.values.push(("p99_us", r.p99_us));
             m.detail = serde_json::to_value(&r).unwrap_or_default();
         }
         Workload::Crr => {
-            let r = traffic::tcp_crr(server, client, 0, d).map_err(te)?;
+            let r = traffic::tcp_crr(server, client, port, d).map_err(te)?;
             m.values.push(("per_second", r.per_second));
             m.detail = serde_json::to_value(&r).unwrap_or_default();
         }
@@ -214,14 +218,17 @@ pub(super) fn have_iperf3() -> bool {
 }
 
 /// One `iperf3 -c` stream from A to B for `secs`, via `ip netns exec`
-/// (allowed here: it is only a cross-check of the built-in generator).
-/// Returns the receiver's Gbit/s.
+/// (allowed here: it is only a cross-check of the built-in generator), to
+/// B's iperf3 port or where that is published. Returns the receiver's
+/// Gbit/s.
 pub(super) fn iperf3(pair: &Pair, secs: u64) -> std::result::Result<f64, String> {
     use std::process::{Command, Stdio};
-    let port = "5201";
-    let b = pair.addr.b.to_string();
+    let port = pair.iperf3_port.to_string();
+    let b = pair.b_ip.to_string();
+    let target = pair.iperf3_via.unwrap_or(std::net::SocketAddrV4::new(pair.b_ip, pair.iperf3_port));
+    let (t_ip, t_port) = (target.ip().to_string(), target.port().to_string());
     let mut server = Command::new("ip")
-        .args(["netns", "exec", &pair.b_name, "iperf3", "-s", "-1", "-B", &b, "-p", port])
+        .args(["netns", "exec", &pair.b_name, "iperf3", "-s", "-1", "-B", &b, "-p", &port])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -232,8 +239,8 @@ pub(super) fn iperf3(pair: &Pair, secs: u64) -> std::result::Result<f64, String>
         for _ in 0..20 {
             std::thread::sleep(Duration::from_millis(150));
             let out = Command::new("ip")
-                .args(["netns", "exec", &pair.a_name, "iperf3", "-c", &b, "-p", port, "-J"])
-                .args(["-B", &pair.addr.a.to_string(), "-t", &secs.to_string(), "--connect-timeout", "3000"])
+                .args(["netns", "exec", &pair.a_name, "iperf3", "-c", &t_ip, "-p", &t_port, "-J"])
+                .args(["-B", &pair.a_ip.to_string(), "-t", &secs.to_string(), "--connect-timeout", "3000"])
                 .stdin(Stdio::null())
                 .stderr(Stdio::null())
                 .output()
@@ -284,4 +291,53 @@ pub(super) fn rows_for(w: Workload, k: Option<&Measurement>, t: Option<&Measurem
             }
         })
         .collect()
+}
+
+/// What tapnet's dataplane did during one run, from its counters before
+/// and after (`tapnet stats`): frames and wake-ups per worker, each port's
+/// traffic, and the drop reasons and router events that moved.
+pub(super) fn stats_delta(before: &StatsInfo, after: &StatsInfo) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let workers: Vec<Value> = after
+        .per_worker
+        .iter()
+        .map(|w| {
+            let b = before.per_worker.iter().find(|x| x.worker == w.worker);
+            let wakeups = w.wakeups - b.map_or(0, |x| x.wakeups.min(w.wakeups));
+            let frames = w.frames - b.map_or(0, |x| x.frames.min(w.frames));
+            let per = if wakeups > 0 { frames as f64 / wakeups as f64 } else { 0.0 };
+            json!({ "worker": w.worker, "wakeups": wakeups, "frames": frames, "frames_per_wakeup": per })
+        })
+        .collect();
+    let ports: Vec<Value> = after
+        .ports
+        .iter()
+        .map(|p| {
+            let b = before.ports.iter().find(|x| x.name == p.name);
+            let d = |f: fn(&PortStats) -> u64| f(p).saturating_sub(b.map_or(0, f));
+            json!({
+                "name": p.name,
+                "rx_packets": d(|x| x.rx_packets),
+                "rx_bytes": d(|x| x.rx_bytes),
+                "tx_packets": d(|x| x.tx_packets),
+                "tx_bytes": d(|x| x.tx_bytes),
+                "rx_dropped": d(|x| x.rx_dropped),
+                "tx_dropped": d(|x| x.tx_dropped),
+            })
+        })
+        .collect();
+    let moved = |a: &std::collections::BTreeMap<String, u64>, b: &std::collections::BTreeMap<String, u64>| {
+        a.iter()
+            .filter_map(|(k, v)| {
+                let d = v.saturating_sub(b.get(k).copied().unwrap_or(0));
+                (d > 0).then(|| (k.clone(), Value::from(d)))
+            })
+            .collect::<Map<String, Value>>()
+    };
+    json!({
+        "workers": workers,
+        "ports": ports,
+        "drops": moved(&after.drops, &before.drops),
+        "router": moved(&after.router, &before.router),
+    })
 }
