@@ -125,8 +125,9 @@ fn install_signals(stop: Arc<AtomicBool>) -> std::result::Result<signal_hook::it
                     );
                 } else {
                     eprintln!("\ntapnet bench: deleting the bench namespaces and quitting");
-                    // A build or teardown step under way ends first.
-                    delete_all_registered(std::time::Duration::from_secs(20));
+                    // A build or teardown step under way ends first, and
+                    // none starts after: the lock is kept until the exit.
+                    let _held = delete_all_registered(std::time::Duration::from_secs(20));
                     std::process::exit(128 + sig);
                 }
             }

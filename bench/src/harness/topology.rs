@@ -120,11 +120,9 @@ impl Drop for Busy {
     }
 }
 
-/// Delete every registered namespace (the second Ctrl-C), then return
-/// with the busy lock held for good, so that nothing is made after this:
-/// the caller exits. A build or teardown step under way ends first (it is
-/// short); one that takes longer than `patience` is not waited for.
-pub(super) fn delete_all_registered(patience: Duration) {
+/// Take the busy lock like [`busy`], but give up waiting after `patience`
+/// and take it anyway (for the signal handler, which must not hang).
+fn busy_within(patience: Duration) -> Busy {
     let me = std::thread::current().id();
     let deadline = Instant::now() + patience;
     let mut g = BUSY.lock().unwrap_or_else(|e| e.into_inner());
@@ -137,9 +135,19 @@ pub(super) fn delete_all_registered(patience: Duration) {
     }
     g.0 = Some(me);
     g.1 += 1;
-    drop(g);
+    Busy(())
+}
+
+/// Delete every registered namespace (the second Ctrl-C). A build or
+/// teardown step under way ends first (they are short; one that takes
+/// longer than `patience` is not waited for), and the busy lock is
+/// returned held, so that nothing is made after this: the caller keeps it
+/// until it exits.
+pub(super) fn delete_all_registered(patience: Duration) -> Busy {
+    let held = busy_within(patience);
     let names = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).clone();
     delete_namespaces(&names);
+    held
 }
 
 /// A built datapath of any scenario.
@@ -473,6 +481,52 @@ mod tests {
 
     fn gone(names: &[String]) -> bool {
         names.iter().all(|n| !Path::new(netns::NETNS_RUN_DIR).join(n).exists())
+    }
+
+    #[test]
+    fn the_busy_lock_is_reentrant_and_waited_for() {
+        let outer = busy();
+        let inner = busy();
+        drop(inner);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let g = busy_within(Duration::from_secs(10));
+            tx.send(t0.elapsed()).unwrap();
+            drop(g);
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        // Still held by this thread (one level left): the other waits.
+        assert!(rx.try_recv().is_err());
+        drop(outer);
+        let waited = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        other.join().unwrap();
+        // A holder that never lets go is given up on after the patience.
+        let stuck = busy();
+        let t0 = Instant::now();
+        let g = std::thread::spawn(|| drop(busy_within(Duration::from_millis(100))));
+        g.join().unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        drop(stuck);
+        // And it is free again.
+        std::thread::spawn(|| drop(busy())).join().unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs root: writes under /etc/netns"]
+    fn deleting_a_namespace_removes_its_etc_netns_directory() {
+        let name = prefix("ze");
+        let d = etc_dir(&name);
+        std::fs::create_dir_all(&d).unwrap();
+        // The engine's files, and a temporary one a crash left.
+        for f in ["hosts", "resolv.conf", ".hosts.tmp"] {
+            std::fs::write(d.join(f), "x").unwrap();
+        }
+        register(&name);
+        delete_namespaces(std::slice::from_ref(&name));
+        assert!(!d.exists());
+        assert!(!NAMESPACES.lock().unwrap().contains(&name));
     }
 
     #[test]
