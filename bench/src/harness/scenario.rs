@@ -95,7 +95,7 @@ fn build(
                 }
             }
         }
-        _ => unreachable!("only available scenarios are built"),
+        _ => return Err(format!("{}: {}", sc.name(), sc.unavailable().unwrap_or("nothing to build"))),
     };
     let b = r.map_err(|e| format!("cannot build the {} datapath: {e}", dp.name()))?;
     let pair = b.pair();
