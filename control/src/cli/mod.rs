@@ -73,8 +73,9 @@ pub enum Cmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
-    /// Show a network's MAC table.
-    Fdb { network: String },
+    /// Show a network's MAC table; `fdb add`/`fdb del` pin a MAC to a
+    /// remote VTEP of an overlay network.
+    Fdb(show::FdbArgs),
     /// Show per-port counters and drops by reason.
     Stats,
     /// Show the connections the gateways' NAT tracks.
@@ -270,7 +271,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Network(c) => network::run(sock, json, c),
         Cmd::Container(c) => container::run(sock, json, c),
         Cmd::Exec { name, cmd } => exec::run(sock, &name, &cmd),
-        Cmd::Fdb { network } => show::fdb(sock, json, network),
+        Cmd::Fdb(a) => show::fdb(sock, json, a),
         Cmd::Stats => show::stats(sock, json),
         Cmd::Conntrack => show::conntrack(sock, json),
         // Only reached if `external::wanted` missed them.

@@ -7,9 +7,39 @@ use std::path::Path;
 use super::{call, print_json};
 use crate::api::{self, Request};
 
-/// `tapnet fdb NETWORK`.
-pub(super) fn fdb(sock: &Path, json: bool, network: String) -> Result<(), String> {
-    let (f, v): (api::FdbInfo, _) = call(sock, Request::Fdb { network })?;
+/// `tapnet fdb NETWORK`, `tapnet fdb add NETWORK MAC --vtep IP`,
+/// `tapnet fdb del NETWORK MAC`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct FdbArgs {
+    /// The network whose MAC table to show.
+    #[arg(required = true)]
+    network: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<FdbCmd>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum FdbCmd {
+    /// Pin MAC to a remote VTEP of an overlay network (a static entry).
+    Add {
+        network: String,
+        mac: String,
+        /// The peer (its underlay address) the MAC is behind.
+        #[arg(long, value_name = "A.B.C.D")]
+        vtep: String,
+    },
+    /// Remove a static entry made with `fdb add`.
+    Del { network: String, mac: String },
+}
+
+pub(super) fn fdb(sock: &Path, json: bool, a: FdbArgs) -> Result<(), String> {
+    let req = match a.cmd {
+        Some(FdbCmd::Add { network, mac, vtep }) => Request::FdbAdd { network, mac, vtep },
+        Some(FdbCmd::Del { network, mac }) => Request::FdbDel { network, mac },
+        None => Request::Fdb { network: a.network.unwrap_or_default() },
+    };
+    let (f, v): (api::FdbInfo, _) = call(sock, req)?;
     if json {
         print_json(&v);
         return Ok(());

@@ -30,6 +30,7 @@ mod endpoint;
 mod ids;
 mod inspect;
 mod network;
+mod overlay;
 mod publish;
 mod router;
 mod uplink;
@@ -100,6 +101,8 @@ pub enum EngineError {
     PublishInternal(String),
     #[error("MAC address {0} is the gateway's of network {1:?}")]
     MacIsGateway(MacAddr, String),
+    #[error("{0}")]
+    BadOverlay(String),
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -153,6 +156,7 @@ pub struct Engine {
     port_ids: IdPool,
     seq: u64,
     uplink: Option<uplink::Uplink>,
+    tunnels: HashMap<overlay::TunnelKey, overlay::Tunnel>,
 }
 
 /// An API reply as JSON (the reply types always serialize).
@@ -180,6 +184,7 @@ impl Engine {
             port_ids: IdPool::new(MAX_PORTS),
             seq: 0,
             uplink: None,
+            tunnels: HashMap::new(),
         };
         if let Some(u) = uplink {
             e.uplink_up(&u)?;
@@ -229,6 +234,8 @@ impl Engine {
             Request::ContainerLs => to_value(&self.container_ls()),
             Request::ContainerInspect { name } => to_value(&self.container_inspect(&name)?),
             Request::Fdb { network } => to_value(&self.fdb(&network)?),
+            Request::FdbAdd { network, mac, vtep } => to_value(&self.fdb_add(&network, &mac, &vtep)?),
+            Request::FdbDel { network, mac } => to_value(&self.fdb_del(&network, &mac)?),
             Request::Stats => to_value(&self.stats()),
             Request::Conntrack => to_value(&self.conntrack()?),
         })

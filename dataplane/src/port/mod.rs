@@ -219,6 +219,19 @@ impl PortQueue {
     }
 }
 
+/// Open one queue per worker of an overlay tunnel of kind `encap` on
+/// `underlay` (VXLAN: UDP port `port`).
+pub fn open_tunnel(
+    encap: crate::overlay::tunnel::Encap,
+    underlay: std::net::Ipv4Addr,
+    port: u16,
+    workers: usize,
+    udp_csum: bool,
+) -> io::Result<Vec<PortQueue>> {
+    let _ = (encap, underlay, port, workers, udp_csum);
+    Err(io::Error::new(io::ErrorKind::Unsupported, "tunnel sockets are not built yet"))
+}
+
 impl AsRawFd for PortQueue {
     fn as_raw_fd(&self) -> RawFd {
         match self {

@@ -85,6 +85,13 @@ impl Worker {
                     }
                 }
             }
+            PortRole::Tunnel => {
+                pc.rx_bytes.add(bufs[..n].iter().map(|b| b.len() as u64).sum());
+                // Decapsulation arrives with the tunnel sockets.
+                let _ = now;
+                return;
+            }
+            PortRole::Vtep { .. } => return,
             PortRole::Uplink => {
                 let mut rx_bytes = 0;
                 for i in 0..n {
@@ -123,8 +130,8 @@ impl Worker {
                 frames[k] = bufs[slot].vnet_slice();
             }
             let pc = &stats.ports[port as usize];
-            if let Some(p) = ports.get_mut(port as usize).and_then(Option::as_mut) {
-                p.queue.send_many(&frames[..end - at], |k, ok| {
+            if let Some(q) = ports.get_mut(port as usize).and_then(Option::as_mut).and_then(|p| p.queue.as_mut()) {
+                q.send_many(&frames[..end - at], |k, ok| {
                     if ok {
                         pc.tx_packets.inc();
                         pc.tx_bytes.add(frames[k].len().saturating_sub(crate::wire::VNET_HDR_LEN) as u64);
@@ -159,7 +166,12 @@ impl Worker {
             Action::Forward(_) | Action::Reply => {
                 let out = if let Action::Forward(p) = action { p } else { ingress };
                 let batchable = self.in_batch
-                    && self.ports.get(out as usize).and_then(Option::as_ref).is_some_and(|p| p.queue.caps().batch);
+                    && self
+                        .ports
+                        .get(out as usize)
+                        .and_then(Option::as_ref)
+                        .and_then(|p| p.queue.as_ref())
+                        .is_some_and(|q| q.caps().batch);
                 if batchable && self.deferred.len() < BATCH {
                     if fits_mtu(&self.ports, out, &self.bufs[i]) {
                         self.deferred.push((out, i));
@@ -354,7 +366,12 @@ pub(super) fn transmit(ports: &mut [Option<WPort>], stats: &WorkerStats, out: Po
         pc.tx_dropped.inc();
         return;
     }
-    match send(&mut port.queue, buf) {
+    let Some(queue) = port.queue.as_mut() else {
+        // A virtual port (a VTEP) is sent to through its tunnel, never here.
+        stats.drop(DropReason::TxError);
+        return;
+    };
+    match send(queue, buf) {
         Ok(()) => {
             pc.tx_packets.inc();
             pc.tx_bytes.add(buf.len() as u64);
