@@ -309,4 +309,8 @@ pub struct VersionInfo {
     pub version: String,
     pub pid: u32,
     pub workers: usize,
+    /// The IPv4 addresses of the daemon's namespace (its possible underlay
+    /// addresses).
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }

@@ -26,6 +26,7 @@ mod exec;
 pub mod external;
 mod network;
 mod show;
+mod up;
 
 pub use container::ContainerCmd;
 pub use network::NetworkCmd;
@@ -80,6 +81,17 @@ pub enum Cmd {
     Stats,
     /// Show the connections the gateways' NAT tracks.
     Conntrack,
+    /// Configure this host's share of a cluster described in one file
+    /// (overlay networks across hosts, and their containers).
+    Up {
+        /// The cluster file (TOML).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// This host's name in the file (default: the host whose underlay
+        /// address the daemon's namespace holds).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Build a network with two containers, ping, move TCP traffic, print the figures, tear down.
     Demo(external::Args),
     /// Compare tapnet's datapath with the kernel's (docker0's) on this machine.
@@ -274,6 +286,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Fdb(a) => show::fdb(sock, json, a),
         Cmd::Stats => show::stats(sock, json),
         Cmd::Conntrack => show::conntrack(sock, json),
+        Cmd::Up { file, host } => up::run(sock, &file, host),
         // Only reached if `external::wanted` missed them.
         Cmd::Demo(_) | Cmd::Bench(_) => external::exec(&std::env::args_os().collect::<Vec<_>>()),
     }

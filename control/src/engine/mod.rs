@@ -159,6 +159,19 @@ pub struct Engine {
     tunnels: HashMap<overlay::TunnelKey, overlay::Tunnel>,
 }
 
+/// The IPv4 addresses the kernel holds in the calling thread's namespace.
+fn host_addresses() -> Vec<String> {
+    let Ok(mut nl) = crate::netlink::Netlink::open() else { return Vec::new() };
+    let links = nl.links().unwrap_or_default();
+    let mut v: Vec<String> = links
+        .iter()
+        .flat_map(|l| nl.addrs_v4(l.index).unwrap_or_default())
+        .map(|(a, _)| a.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
 /// An API reply as JSON (the reply types always serialize).
 fn to_value<T: serde::Serialize>(x: &T) -> serde_json::Value {
     serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
@@ -212,6 +225,7 @@ impl Engine {
                 version: env!("CARGO_PKG_VERSION").into(),
                 pid: std::process::id(),
                 workers: self.workers(),
+                addresses: host_addresses(),
             }),
             Request::NetworkCreate(spec) => to_value(&self.network_create(&spec)?),
             Request::NetworkLs => to_value(&self.network_ls()),
