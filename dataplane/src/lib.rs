@@ -11,6 +11,7 @@
 pub mod bridge;
 pub mod dns;
 pub mod nat;
+pub mod overlay;
 pub mod packet;
 pub mod port;
 pub mod router;
