@@ -5,4 +5,5 @@
 //! GRO ([`gro`]: segments from the underlay coalesced into one super-frame
 //! before the TAP write). Both are pure: no I/O, no allocation per frame.
 
+pub mod gro;
 pub mod gso;
