@@ -833,3 +833,53 @@ mod tests {
         assert!(merged > 1000, "only {merged} super-frames");
     }
 }
+
+/// The kernel's view of what we coalesce: segments the kernel cut from a
+/// super-frame are coalesced, the result is handed back to the kernel as a
+/// GSO frame on a veth end without TSO, and what it cuts from it must be
+/// those very segments, byte for byte.
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+    use crate::overlay::gso::kernel_tests::{capture, cases, message, with_veth};
+    use std::time::Duration;
+
+    #[test]
+    #[ignore = "needs root: creates a veth pair in a private network namespace (ip, ethtool)"]
+    fn the_kernel_cuts_a_coalesced_frame_back_into_its_segments() {
+        with_veth(|tx, rx| {
+            let mut co = Coalescer::new();
+            for (f, o) in cases() {
+                tx.send(&message(&o, &f)).unwrap();
+                let segs = capture(rx, usize::MAX, Duration::from_millis(300), Duration::from_secs(5));
+                assert!(segs.len() > 1);
+                // The worker's loop; segments with IPv4 options, CWR or FIN
+                // go alone.
+                let mut outs = Vec::new();
+                for s in &segs {
+                    let mut r = co.push(s, 1);
+                    if r == Ok(Pushed::FlushFirst) {
+                        outs.extend(co.flush().map(|(_, b)| message(&b.meta.offload, b.frame())));
+                        r = co.push(s, 1);
+                    }
+                    if r.is_err() {
+                        outs.extend(co.flush().map(|(_, b)| message(&b.meta.offload, b.frame())));
+                        outs.push(message(&Offload::NONE, s));
+                    }
+                }
+                outs.extend(co.flush().map(|(_, b)| message(&b.meta.offload, b.frame())));
+                if f[L3] == 0x45 {
+                    assert!(outs.len() <= 3, "{} frames from {} segments", outs.len(), segs.len());
+                }
+                for m in &outs {
+                    tx.send(m).unwrap();
+                }
+                let again = capture(rx, segs.len(), Duration::from_millis(500), Duration::from_secs(5));
+                assert_eq!(again.len(), segs.len());
+                for (i, (a, b)) in again.iter().zip(&segs).enumerate() {
+                    assert!(a == b, "segment {i}:\n again {a:02x?}\n first {b:02x?}");
+                }
+            }
+        });
+    }
+}

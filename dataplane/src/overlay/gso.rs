@@ -883,3 +883,124 @@ pub(crate) mod tests {
         assert!(ok > 100, "only {ok} inputs were accepted");
     }
 }
+
+/// Our segmentation against the kernel's own: a super-frame goes out of a
+/// veth end with TSO and checksum offload off, so the kernel cuts it in
+/// software (`tcp_gso_segment`, then `skb_checksum_help` per segment), and
+/// the segments captured on the other end must be ours byte for byte.
+#[cfg(test)]
+pub(crate) mod kernel_tests {
+    use super::tests::{super_frame, Rng};
+    use super::*;
+    use crate::port::packet::PacketQueue;
+    use crate::wire::VNET_HDR_LEN;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    const UP: &str = "tngso0";
+    const PEER: &str = "tngso1";
+
+    fn run(cmd: &str, args: &str) {
+        let out = Command::new(cmd).args(args.split_whitespace()).output().expect("run a command");
+        assert!(out.status.success(), "{cmd} {args}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Everything `q` receives until `want` frames arrived, or nothing came
+    /// for `quiet`, or `limit` passed.
+    pub(crate) fn capture(q: &PacketQueue, want: usize, quiet: Duration, limit: Duration) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 70_000];
+        let (start, mut last) = (Instant::now(), Instant::now());
+        while got.len() < want && last.elapsed() < quiet && start.elapsed() < limit {
+            match q.recv(&mut buf) {
+                Ok(m) => {
+                    got.push(buf[VNET_HDR_LEN..m.len].to_vec());
+                    last = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        got
+    }
+
+    /// `[virtio-net header | frame]` for `offload`.
+    pub(crate) fn message(offload: &Offload, frame: &[u8]) -> Vec<u8> {
+        let mut msg = vec![0u8; VNET_HDR_LEN];
+        offload.to_vnet(&mut msg);
+        msg.extend_from_slice(frame);
+        msg
+    }
+
+    /// Run `f(tx, rx)` on a thread with a private network namespace holding
+    /// a veth pair: `tx` an AF_PACKET socket with virtio-net headers on one
+    /// end, whose TSO and checksum offload are off so that the kernel
+    /// segments and checksums in software what is sent there, and `rx` one
+    /// on the other end. Nothing is visible outside; everything goes with
+    /// the thread, even on a panic.
+    pub(crate) fn with_veth(f: impl FnOnce(&PacketQueue, &PacketQueue) + Send + 'static) {
+        let t = std::thread::spawn(move || {
+            // SAFETY: unshare(CLONE_NEWNET) only changes this thread's
+            // namespace; the thread ends with the test, and the veth pair
+            // goes with the namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            // No IPv6 neighbour discovery in the capture.
+            std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1").unwrap();
+            run("ip", &format!("link add {UP} type veth peer name {PEER}"));
+            run("ip", &format!("link set {UP} up"));
+            run("ip", &format!("link set {PEER} up"));
+            run("ethtool", &format!("-K {UP} tx off tso off"));
+            let (tx, rx) = (PacketQueue::open(UP).unwrap(), PacketQueue::open(PEER).unwrap());
+            // Wait for the link: a frame of a local experimental EtherType.
+            let mut probe = [0u8; 60];
+            probe[VNET_HDR_LEN..VNET_HDR_LEN + 6].fill(0xff);
+            probe[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&[0x88, 0xb5]);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                tx.send(&probe).unwrap();
+                if !capture(&rx, 1, Duration::from_millis(50), Duration::from_millis(50)).is_empty() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the veth pair never carried a frame");
+            }
+            capture(&rx, usize::MAX, Duration::from_millis(50), Duration::from_secs(1));
+            f(&tx, &rx)
+        });
+        t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+    }
+
+    /// Super-frames for the kernel tests: full, short-tailed, FIN|PSH|CWR
+    /// with IPv4 options, and the smallest segment size.
+    pub(crate) fn cases() -> Vec<(Vec<u8>, Offload)> {
+        let opts = [0x94, 0x04, 0x00, 0x00];
+        [
+            (45 * 1448, 1448, 0x10, &[][..], 1),
+            (20_000, 1448, 0x18, &[][..], 2),
+            (9_001, 1000, 0x99, &opts[..], 3),
+            (3_000, 256, 0x10, &[][..], 4),
+        ]
+        .into_iter()
+        .map(|(len, mss, flags, ip_opts, seed)| super_frame(&Rng(seed).bytes(len), mss, flags, ip_opts))
+        .collect()
+    }
+
+    #[test]
+    #[ignore = "needs root: creates a veth pair in a private network namespace (ip, ethtool)"]
+    fn the_kernel_segments_a_super_frame_as_we_do() {
+        with_veth(|tx, rx| {
+            let mut segs = Segments::new();
+            for (f, o) in cases() {
+                let n = segment_tcp4(&f, &o, &mut segs).unwrap();
+                let ours: Vec<Vec<u8>> = segs.iter().map(|s| super::tests::bytes_of(&s, &f)).collect();
+                tx.send(&message(&o, &f)).unwrap();
+                let theirs = capture(rx, n, Duration::from_millis(500), Duration::from_secs(5));
+                let what = format!("{} bytes at {}", f.len(), o.gso_size);
+                assert_eq!(theirs.len(), n, "{what}: segments the kernel made");
+                for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                    assert!(a == b, "{what}, segment {i}:\n  ours {a:02x?}\nkernel {b:02x?}");
+                }
+            }
+        });
+    }
+}
