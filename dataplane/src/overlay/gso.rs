@@ -18,7 +18,8 @@
 //!   never copied: a segment goes out as the iovec `[header, payload]`;
 //! - [`resolve`] picks between the two from the frame's [`Offload`].
 //!
-//! Per segment, as RFC 9293 §3.7.4 and Linux define it: every payload is
+//! Per segment, as RFC 9293 §3.7 (segmentation to the MSS) and Linux's
+//! `tcp_gso_segment`/`inet_gso_segment` define it: every payload is
 //! `gso_size` bytes but the last; IPv4 Total Length and header checksum are
 //! rewritten and the Identification is the super-frame's plus the segment's
 //! index (RFC 6864 §4.1 lets an atomic datagram's id be anything; Linux
@@ -44,9 +45,9 @@ use crate::wire::{
     checksum, ethernet, ipv4, tcp, vnet, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket, WireError,
 };
 
-/// Smallest `gso_size` accepted. Linux's own floor for the MSS is 88
-/// (`TCP_MIN_SND_MSS` 48 of data, more with options); 256 keeps the scratch
-/// small and is below any MSS a container on a 1280+ MTU link announces.
+/// Smallest `gso_size` accepted. Linux lets a connection's MSS fall to 48
+/// bytes (`TCP_MIN_SND_MSS`); 256 bounds the scratch at 256 segments and is
+/// below the MSS of any path whose MTU is at least IPv4's 576 (RFC 791).
 pub const MIN_GSO_SIZE: u16 = 256;
 /// Longest header of one segment: Ethernet, IPv4 and TCP, both with the
 /// most options their header lengths allow.
@@ -262,8 +263,9 @@ impl Segments {
     }
 }
 
-/// The checksum field's value from the one's-complement sum of everything
-/// it covers (field zeroed): the complement, with 0 sent as 0xffff as
+/// The checksum field's value from the one's-complement sum of what it
+/// covers (with the field zero, or holding the pseudo-header sum in place of
+/// that part): the complement, with 0 sent as 0xffff as
 /// Linux's `skb_checksum_help` does (`CSUM_MANGLED_0`). Both are zero in
 /// one's complement and verify alike, but for UDP a 0 would mean "no
 /// checksum" (RFC 768).
