@@ -24,6 +24,7 @@
 pub mod packet;
 pub mod steer;
 pub mod tap;
+pub mod udp;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
