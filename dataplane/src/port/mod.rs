@@ -21,6 +21,7 @@
 //! This module also holds the interface-name rule that the TAP layer and the
 //! control plane's netlink client share ([`check_ifname`]).
 
+pub mod gre;
 pub mod packet;
 pub mod steer;
 pub mod tap;

@@ -1252,7 +1252,7 @@ pub(crate) mod tests {
     }
 
     /// An AF_PACKET socket seeing the frames `dev` receives (not those it
-    /// sends), in the calling thread's namespace.
+    /// sends), in the calling thread's namespace; it can also send frames.
     pub(crate) struct Capture(OwnedFd);
 
     impl Capture {
@@ -1281,6 +1281,13 @@ pub(crate) mod tests {
             };
             assert_eq!(rc, 0, "{}", io::Error::last_os_error());
             Capture(fd)
+        }
+
+        /// Send one whole Ethernet frame out of the interface.
+        pub(crate) fn send(&self, frame: &[u8]) {
+            // SAFETY: fd is open; frame is valid for reads of its length.
+            let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+            assert_eq!(n, frame.len() as isize, "{}", io::Error::last_os_error());
         }
 
         /// The frames received until the line is quiet for `quiet`.
