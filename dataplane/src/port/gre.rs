@@ -151,13 +151,14 @@ impl RecvMeta {
     /// Length of the GRE packet (header and inner frame).
     #[inline]
     pub fn gre_len(&self) -> usize {
-        self.len - self.gre_offset
+        self.len.saturating_sub(self.gre_offset)
     }
 
-    /// The byte range of the GRE packet in the buffer.
+    /// The byte range of the GRE packet in the buffer (empty, never
+    /// reversed, whatever the fields hold).
     #[inline]
     pub fn gre_range(&self) -> std::ops::Range<usize> {
-        self.gre_offset..self.len
+        self.gre_offset.min(self.len)..self.len
     }
 }
 
@@ -1114,6 +1115,15 @@ mod tests {
     }
 
     #[test]
+    fn recv_meta_ranges() {
+        let m = RecvMeta { len: 100, src: Ipv4Addr::LOCALHOST, gre_offset: 24, truncated: false };
+        assert_eq!((m.gre_len(), m.gre_range()), (76, 24..100));
+        let odd = RecvMeta { len: 10, gre_offset: 24, ..m };
+        assert_eq!((odd.gre_len(), odd.gre_range()), (0, 10..10));
+        assert_eq!(RecvMeta::default().gre_range(), 0..0);
+    }
+
+    #[test]
     fn open_checks_the_worker_count() {
         assert!(matches!(open_gre(Ipv4Addr::LOCALHOST, 0), Err(GreError::Workers(0))));
         assert!(matches!(open_gre(Ipv4Addr::LOCALHOST, MAX_SOCKETS + 1), Err(GreError::Workers(_))));
@@ -1293,6 +1303,32 @@ mod tests {
             drop(silent);
             send_all();
             assert_eq!(unreachables(&cap), 10, "after closing");
+        });
+    }
+
+    /// A peer without GRE answers with protocol unreachables; they never
+    /// turn into errors of later calls (the socket is unconnected and has no
+    /// `IP_RECVERR`, so `raw_err` ignores them).
+    #[test]
+    #[ignore = "needs root: creates network namespaces and a veth pair"]
+    fn icmp_errors_do_not_surface() {
+        with_two_ns(|ns| {
+            std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0").unwrap();
+            ns.enter_b();
+            let back = Capture::open(DEV_B);
+            let mut qb = open_gre(IP_B, 1).unwrap();
+            let head = gre(KEYED, PROTO_TEB, &[]);
+            let inner = udp(A, B, 1, 2);
+            for _ in 0..5 {
+                let s = qb[0].send_batch(IP_A, &[&[IoSlice::new(&head), IoSlice::new(&inner)]]);
+                assert_eq!((s.sent, s.failed), (1, 0));
+            }
+            assert_eq!(unreachables(&back), 5, "\"a\" answered each packet");
+            let s = qb[0].send_batch(IP_A, &[&[IoSlice::new(&head), IoSlice::new(&inner)]]);
+            assert_eq!((s.sent, s.failed, s.last_errno), (1, 0, None));
+            let mut buf = [0u8; 2048];
+            let mut meta = [RecvMeta::default(); 1];
+            assert_eq!(qb[0].recv_batch([&mut buf[..]], &mut meta).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         });
     }
 

@@ -70,12 +70,15 @@
 //! A batch send reports what happened in a [`Sent`]: the messages the
 //! kernel took, those refused with an error of their own (dropped, and the
 //! batch goes on) and, when the socket's send buffer is full (`EAGAIN`),
-//! how many at the end were not tried. Nothing is retried here.
+//! how many at the end were not tried. Nothing is retried here. ICMP errors
+//! about sent datagrams (port unreachable from a peer without a tunnel)
+//! never surface as errors of later calls: the send sockets are unconnected
+//! and have no `IP_RECVERR`, so the kernel ignores them.
 //!
 //! # Limits of a GSO send (Linux 6.18, checked by the tests below)
 //!
-//! - At most 128 segments (`UDP_MAX_SEGMENTS`; 64 on kernels before
-//!   6.10): more is `EINVAL`.
+//! - At most 128 segments (`UDP_MAX_SEGMENTS`; 64 on older kernels): more
+//!   is `EINVAL`.
 //! - The segment size plus the outer IPv4 and UDP headers must fit the path
 //!   MTU, or `EINVAL`; the whole payload at most 65507 bytes.
 //! - At most 1024 iovecs (`UIO_MAXIOV`), or `EMSGSIZE`.
@@ -859,38 +862,47 @@ pub(crate) mod tests {
         n > 0 && p.revents & libc::POLLIN != 0
     }
 
-    /// Everything `q` receives until nothing more comes for `quiet`, or
-    /// `want` datagrams (counting GRO segments) came and then `quiet`
-    /// passed. Each buffer with its metadata.
-    pub(crate) fn recv_all(q: &mut UdpTunnelQueue, want: usize, quiet: Duration) -> Vec<(RecvMeta, Vec<u8>)> {
+    /// What the members of a receive group get: waits up to [`WAIT`] until
+    /// `want` datagrams (GRO segments counted one by one) have come, then
+    /// until nothing more comes for `quiet`. Each buffer with its member and
+    /// metadata.
+    pub(crate) fn recv_group(
+        qs: &mut [UdpTunnelQueue],
+        want: usize,
+        quiet: Duration,
+    ) -> Vec<(usize, RecvMeta, Vec<u8>)> {
         let mut out = Vec::new();
         let mut bufs = vec![vec![0u8; 65536]; 8];
         let mut meta = [RecvMeta::default(); 8];
         let deadline = Instant::now() + WAIT;
         let mut seen = 0;
         loop {
-            let wait = if seen >= want {
-                quiet
-            } else {
-                deadline.saturating_duration_since(Instant::now()).min(quiet.max(WAIT))
-            };
-            if !wait_readable(q.as_raw_fd(), wait) {
+            let wait = if seen >= want { quiet } else { deadline.saturating_duration_since(Instant::now()) };
+            let mut fds: Vec<libc::pollfd> =
+                qs.iter().map(|q| libc::pollfd { fd: q.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+            // SAFETY: fds is a valid array of fds.len() pollfds for the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait.as_millis() as libc::c_int) };
+            if n <= 0 {
                 return out;
             }
-            match q.recv_batch(bufs.iter_mut().map(Vec::as_mut_slice), &mut meta) {
-                Ok(n) => {
-                    for (m, b) in meta[..n].iter().zip(&bufs) {
-                        seen += m.datagrams(b).count();
-                        out.push((*m, b[..m.len].to_vec()));
+            for (w, q) in qs.iter_mut().enumerate().filter(|(w, _)| fds[*w].revents & libc::POLLIN != 0) {
+                match q.recv_batch(bufs.iter_mut().map(Vec::as_mut_slice), &mut meta) {
+                    Ok(n) => {
+                        for (m, b) in meta[..n].iter().zip(&bufs) {
+                            seen += m.datagrams(b).count();
+                            out.push((w, *m, b[..m.len].to_vec()));
+                        }
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("recv_batch: {e}"),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("recv_batch: {e}"),
-            }
-            if seen < want && Instant::now() > deadline {
-                return out;
             }
         }
+    }
+
+    /// [`recv_group`] for one queue.
+    pub(crate) fn recv_all(q: &mut UdpTunnelQueue, want: usize, quiet: Duration) -> Vec<(RecvMeta, Vec<u8>)> {
+        recv_group(std::slice::from_mut(q), want, quiet).into_iter().map(|(_, m, b)| (m, b)).collect()
     }
 
     /// A VXLAN header with `vni`.
@@ -989,6 +1001,25 @@ pub(crate) mod tests {
         assert_eq!(rx.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
     }
 
+    /// An ICMP port unreachable about a datagram we sent never turns into an
+    /// error on a later call: the send sockets are unconnected and have no
+    /// `IP_RECVERR`, so the kernel ignores it (`__udp4_lib_err`).
+    #[test]
+    fn icmp_errors_do_not_surface() {
+        let mut qs = open_vxlan(LOCALHOST, 0, 1, 1, false).unwrap();
+        let closed = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+        let SocketAddr::V4(to) = closed.local_addr().unwrap() else { unreachable!() };
+        drop(closed);
+        let body = [0u8; 20];
+        for _ in 0..5 {
+            let s = qs[0].send_batch(0, to, &[&[IoSlice::new(&body)], &[IoSlice::new(&body)]]);
+            assert_eq!(s, Sent { sent: 2, bytes: 40, ..Sent::default() });
+        }
+        let mut buf = [0u8; 64];
+        let mut meta = [RecvMeta::default(); 1];
+        assert_eq!(qs[0].recv_batch([&mut buf[..]], &mut meta).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
     /// Datagrams from many source ports spread over the members of the
     /// receive group, and each source port sticks to one member.
     #[test]
@@ -1002,14 +1033,11 @@ pub(crate) mod tests {
             }
         }
         let mut member_of: BTreeMap<u16, BTreeSet<usize>> = BTreeMap::new();
-        let mut total = 0;
-        for (w, q) in qs.iter_mut().enumerate() {
-            for (m, _) in recv_all(q, 1, Duration::from_millis(200)) {
-                member_of.entry(m.src.port()).or_default().insert(w);
-                total += 1;
-            }
+        let got = recv_group(&mut qs, 3 * senders.len(), Duration::from_millis(50));
+        for (w, m, _) in &got {
+            member_of.entry(m.src.port()).or_default().insert(*w);
         }
-        assert_eq!(total, 3 * senders.len());
+        assert_eq!(got.len(), 3 * senders.len());
         assert_eq!(member_of.len(), senders.len());
         assert!(member_of.values().all(|ws| ws.len() == 1), "a source port moved between members: {member_of:?}");
         let used: BTreeSet<usize> = member_of.values().flatten().copied().collect();
@@ -1103,7 +1131,7 @@ pub(crate) mod tests {
         assert_eq!(send(&mut qs[0], 64).unwrap(), 64);
         let errno = |r: io::Result<usize>| r.unwrap_err().raw_os_error();
         assert_eq!(errno(send(&mut qs[0], 129)), Some(libc::EINVAL), "beyond UDP_MAX_SEGMENTS");
-        eprintln!("128 segments: {:?} (UDP_MAX_SEGMENTS is 128 since Linux 6.10)", send(&mut qs[0], 128));
+        eprintln!("128 segments: {:?} (UDP_MAX_SEGMENTS: 64 on older kernels, 128 on newer)", send(&mut qs[0], 128));
         // A single datagram (no more than one segment) needs no GSO.
         assert_eq!(qs[0].send_gso(0, to, &[IoSlice::new(&data[..50])], 100).unwrap(), 1);
         let one = [1u8];
@@ -1341,7 +1369,7 @@ pub(crate) mod tests {
                 let s = tx[0].send_batch(i, to, &[&[IoSlice::new(&head), IoSlice::new(&body)], &[IoSlice::new(&head)]]);
                 assert_eq!(s.sent, 2);
             }
-            let got: usize = rx.iter_mut().map(|q| recv_all(q, 1, Duration::from_millis(100)).len()).sum();
+            let got = recv_group(&mut rx, 2 * DEFAULT_POOL, Duration::from_millis(50)).len();
             assert_eq!(got, 2 * DEFAULT_POOL, "the receive group takes zero checksums");
             let wire = udp_to(&cap.frames(Duration::from_millis(100)), vxlan::UDP_PORT);
             assert_eq!(wire.len(), 2 * DEFAULT_POOL);
@@ -1541,9 +1569,9 @@ pub(crate) mod tests {
             // encapsulated, with a UDP checksum (iproute2 turns udpcsum on).
             let cap = Capture::open(DEV_A);
             inner_tx.send_to(b"hello", (HOST_US, 7777)).unwrap();
-            let got: Vec<_> = zero.iter_mut().flat_map(|q| recv_all(q, 1, Duration::from_millis(200))).collect();
+            let got = recv_group(&mut zero, 1, Duration::from_millis(50));
             assert_eq!(got.len(), 1, "{got:?}");
-            let (m, b) = &got[0];
+            let (_, m, b) = &got[0];
             assert_eq!(*m.src.ip(), IP_B);
             let vx = vxlan::Packet::new_checked(&b[..]).unwrap();
             assert_eq!((vx.flags(), vx.vni().get()), (0x08, VNI));
