@@ -21,9 +21,11 @@
 //! This module also holds the interface-name rule that the TAP layer and the
 //! control plane's netlink client share ([`check_ifname`]).
 
+pub mod gre;
 pub mod packet;
 pub mod steer;
 pub mod tap;
+pub mod udp;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

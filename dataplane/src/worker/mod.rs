@@ -10,9 +10,11 @@
 //!
 //! - `mod.rs` (this file): the thread, its poll loop and control messages;
 //! - [`process`]: one batch through the stages, and transmission;
-//! - [`handoff`]: frames handed to the worker that owns their flow.
+//! - [`handoff`]: frames handed to the worker that owns their flow;
+//! - `overlay.rs`: frames into and out of overlay tunnels.
 
 pub mod handoff;
+mod overlay;
 mod process;
 
 use std::io;
@@ -161,6 +163,10 @@ pub(crate) struct Worker {
     /// Whether [`Worker::apply`] is working on the current batch (true) or
     /// on a frame outside it (hand-offs, frames that waited for ARP).
     in_batch: bool,
+    /// Decapsulated TCP segments on their way to one super-frame.
+    coalesce: overlay::Coalesce,
+    /// Headers of the segments of a super-frame cut before a tunnel.
+    segments: crate::overlay::gso::Segments,
     busy_poll: Duration,
     /// The largest frame handled since the worker last chose whether to spin.
     largest: usize,
@@ -202,6 +208,8 @@ impl Worker {
             to_wake: 0,
             deferred: Vec::with_capacity(BATCH),
             in_batch: false,
+            coalesce: overlay::Coalesce::new(),
+            segments: crate::overlay::gso::Segments::new(),
             busy_poll: Duration::from_micros(u64::from(s.busy_poll_us)),
             largest: 0,
         }

@@ -24,6 +24,40 @@ use crate::wire::vnet;
 
 use super::process::transmit;
 use super::{PortRole, WPort, Worker};
+use crate::overlay::gro::{Coalescer, Pushed};
+use crate::packet::PacketBuf;
+
+/// A worker's coalescer and the writes it makes.
+pub(super) struct Coalesce {
+    co: Coalescer,
+}
+
+impl Coalesce {
+    pub(super) fn new() -> Coalesce {
+        Coalesce { co: Coalescer::new() }
+    }
+
+    /// Send decapsulated frame `buf` to local port `p`: through the run
+    /// being coalesced when it can join it, else on its own.
+    pub(super) fn deliver(&mut self, ports: &mut [Option<WPort>], stats: &WorkerStats, p: PortId, buf: &mut PacketBuf) {
+        let mut r = self.co.push(buf.frame(), p);
+        if r == Ok(Pushed::FlushFirst) {
+            self.flush(ports, stats);
+            r = self.co.push(buf.frame(), p);
+        }
+        if r.is_err() {
+            self.flush(ports, stats);
+            transmit(ports, stats, p, buf);
+        }
+    }
+
+    /// Write the run being coalesced, if any.
+    pub(super) fn flush(&mut self, ports: &mut [Option<WPort>], stats: &WorkerStats) {
+        if let Some((p, out)) = self.co.flush() {
+            transmit(ports, stats, p, out);
+        }
+    }
+}
 
 fn decap_drop(e: DecapError) -> DropReason {
     match e {

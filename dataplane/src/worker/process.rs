@@ -87,8 +87,7 @@ impl Worker {
             }
             PortRole::Tunnel => {
                 pc.rx_bytes.add(bufs[..n].iter().map(|b| b.len() as u64).sum());
-                // Decapsulation arrives with the tunnel sockets.
-                let _ = now;
+                self.tunnel_input(ingress, n, now);
                 return;
             }
             PortRole::Vtep { .. } => return,
@@ -161,6 +160,11 @@ impl Worker {
             }
             _ => {}
         }
+        if let Action::Forward(out) = action {
+            if matches!(self.ports.get(out as usize).and_then(Option::as_ref).map(|p| p.role), Some(PortRole::Vtep { .. })) {
+                return self.to_vtep(out, i, now);
+            }
+        }
         let stats = &self.stats.workers[self.id];
         match action {
             Action::Forward(_) | Action::Reply => {
@@ -197,6 +201,18 @@ impl Worker {
                         stats.drop(DropReason::IccBlocked);
                     }
                 }
+                if icc && !wnet.vteps.is_empty() {
+                    // Head-end replication: a copy to every remote VTEP.
+                    let n = wnet.vteps.len();
+                    self.flush_emit();
+                    for v in 0..n {
+                        let Some(vtep) = self.nets[net as usize].as_ref().and_then(|w| w.vteps.get(v).copied()) else {
+                            break;
+                        };
+                        self.to_vtep(vtep, i, now);
+                    }
+                    return;
+                }
             }
             Action::Pend(_) | Action::Handoff(_) | Action::Consumed | Action::Gateway => {}
             Action::Drop(reason) => {
@@ -204,7 +220,13 @@ impl Worker {
                 stats.ports[ingress as usize].rx_dropped.inc();
             }
         }
+        self.flush_emit();
+    }
+
+    /// Send what the router emitted besides the frames it was given.
+    fn flush_emit(&mut self) {
         if !self.router.emit.is_empty() {
+            let stats = &self.stats.workers[self.id];
             let Worker { router, ports, .. } = self;
             router.emit.drain(|port, b| transmit(ports, stats, port, b));
         }
