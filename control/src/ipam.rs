@@ -211,10 +211,7 @@ impl Ipam {
         // of its own would.
         let r = self.range.unwrap_or(self.subnet);
         let (lo, hi) = (r.network() + 1, r.broadcast() - 1);
-        (lo..=hi)
-            .find(|v| *v != gw && !self.taken.contains(v))
-            .map(Ipv4Addr::from)
-            .ok_or(IpamError::Exhausted(r))
+        (lo..=hi).find(|v| *v != gw && !self.taken.contains(v)).map(Ipv4Addr::from).ok_or(IpamError::Exhausted(r))
     }
 
     /// Reserve the lowest free address.

@@ -187,6 +187,16 @@ impl PacketBuf {
         Ok(())
     }
 
+    /// Record that a tunnel read `n` bytes of datagram(s) from `peer` into
+    /// `rx_area(false)`: no virtio-net header, no length check (the tunnel
+    /// stage checks what it decapsulates).
+    #[inline]
+    pub fn set_datagram(&mut self, n: usize, port: PortId, peer: std::net::Ipv4Addr) {
+        self.start = HEADROOM;
+        self.len = n.min(self.data.len() - HEADROOM);
+        self.meta = Meta { port, net: 0, offload: Offload::NONE, peer };
+    }
+
     /// The frame.
     #[inline]
     pub fn frame(&self) -> &[u8] {

@@ -167,8 +167,14 @@ pub(super) fn run(sock: &Path, file: &Path, host: Option<String>) -> Result<(), 
             let found: Vec<&HostDef> = cluster.host.iter().filter(|h| v.addresses.contains(&h.underlay)).collect();
             match found.as_slice() {
                 [h] => h.name.clone(),
-                [] => return Err("none of the file's underlay addresses is this host's: say which host with --host".into()),
-                _ => return Err("several of the file's hosts match this host's addresses: say which with --host".into()),
+                [] => {
+                    return Err(
+                        "none of the file's underlay addresses is this host's: say which host with --host".into()
+                    )
+                }
+                _ => {
+                    return Err("several of the file's hosts match this host's addresses: say which with --host".into())
+                }
             }
         }
     };
@@ -257,7 +263,8 @@ network = "ov"
         assert!(toml::from_str::<Cluster>("[[nope]]\nx = 1").is_err());
         let c: Cluster = toml::from_str(&FILE.replace("b = \"10.42.2.0/24\"", "q = \"10.42.2.0/24\"")).unwrap();
         assert!(share(&c, "a").unwrap_err().contains("unknown host"));
-        let c: Cluster = toml::from_str(&FILE.replace("network = \"ov\"\n[[container]]", "network = \"x\"\n[[container]]")).unwrap();
+        let c: Cluster =
+            toml::from_str(&FILE.replace("network = \"ov\"\n[[container]]", "network = \"x\"\n[[container]]")).unwrap();
         assert!(share(&c, "a").unwrap_err().contains("not in the file"));
     }
 }

@@ -163,11 +163,8 @@ pub struct Engine {
 fn host_addresses() -> Vec<String> {
     let Ok(mut nl) = crate::netlink::Netlink::open() else { return Vec::new() };
     let links = nl.links().unwrap_or_default();
-    let mut v: Vec<String> = links
-        .iter()
-        .flat_map(|l| nl.addrs_v4(l.index).unwrap_or_default())
-        .map(|(a, _)| a.to_string())
-        .collect();
+    let mut v: Vec<String> =
+        links.iter().flat_map(|l| nl.addrs_v4(l.index).unwrap_or_default()).map(|(a, _)| a.to_string()).collect();
     v.sort();
     v
 }

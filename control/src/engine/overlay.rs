@@ -161,8 +161,10 @@ impl Engine {
         if port == 0 {
             return Err(bad("--port 0: must be between 1 and 65535"));
         }
-        let underlay =
-            parse_v4("--underlay", spec.underlay.as_deref().ok_or_else(|| bad("an overlay network needs --underlay"))?)?;
+        let underlay = parse_v4(
+            "--underlay",
+            spec.underlay.as_deref().ok_or_else(|| bad("an overlay network needs --underlay"))?,
+        )?;
         if spec.peers.is_empty() {
             return Err(bad("an overlay network needs at least one --peer"));
         }

@@ -90,7 +90,8 @@ mod tests {
     /// built with etherparse so the checksums are independent.
     fn syn(mss: u16, with_nop_first: bool) -> Vec<u8> {
         use etherparse::{PacketBuilder, TcpOptionElement::*};
-        let mut opts = vec![MaximumSegmentSize(mss), SelectiveAcknowledgementPermitted, Timestamp(1, 0), WindowScale(7)];
+        let mut opts =
+            vec![MaximumSegmentSize(mss), SelectiveAcknowledgementPermitted, Timestamp(1, 0), WindowScale(7)];
         if with_nop_first {
             opts.insert(0, Noop);
         }
@@ -107,7 +108,8 @@ mod tests {
 
     fn tcp_ok(f: &[u8]) -> bool {
         let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
-        let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(t))) = (p.net, p.transport) else {
+        let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(t))) = (p.net, p.transport)
+        else {
             panic!()
         };
         t.calc_checksum_ipv4(ip.header().source(), ip.header().destination()).unwrap() == t.checksum()

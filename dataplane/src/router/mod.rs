@@ -33,7 +33,9 @@ use crate::wire::{checksum, ethernet, EtherType, MacAddr};
 use route::From;
 
 pub use arp::{ArpCache, Neighbour};
-pub use config::{Endpoint, GatewayConfig, NetConfig, OverlayConfig, Published, RouterConfig, Subnet, UplinkConfig, L4};
+pub use config::{
+    Endpoint, GatewayConfig, NetConfig, OverlayConfig, Published, RouterConfig, Subnet, UplinkConfig, L4,
+};
 
 /// What a stage decided for one frame; the worker carries it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

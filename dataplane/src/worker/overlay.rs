@@ -73,7 +73,8 @@ impl Worker {
     /// buffer holds one datagram, or several of `offload.gso_size` bytes
     /// back to back (a UDP GRO read), VXLAN or GRE header first.
     pub(super) fn tunnel_input(&mut self, tunnel: PortId, n: usize, now: u64) {
-        let Some(encap) = self.ports[tunnel as usize].as_ref().and_then(|p| p.queue.as_ref()).and_then(|q| q.tunnel_encap())
+        let Some(encap) =
+            self.ports[tunnel as usize].as_ref().and_then(|p| p.queue.as_ref()).and_then(|q| q.tunnel_encap())
         else {
             return;
         };
@@ -162,7 +163,8 @@ impl Worker {
     /// offloads, encapsulate, send.
     pub(super) fn to_vtep(&mut self, vtep: PortId, i: usize, now: u64) {
         let stats = &self.stats.workers[self.id];
-        let Some(&WPort { role: PortRole::Vtep { net, tunnel, remote }, .. }) = self.ports[vtep as usize].as_ref() else {
+        let Some(&WPort { role: PortRole::Vtep { net, tunnel, remote }, .. }) = self.ports[vtep as usize].as_ref()
+        else {
             return stats.drop(DropReason::TxError);
         };
         let Some(cfg) = self.nets[net as usize].as_ref().and_then(|n| n.cfg.clone()) else {

@@ -161,7 +161,10 @@ impl Worker {
             _ => {}
         }
         if let Action::Forward(out) = action {
-            if matches!(self.ports.get(out as usize).and_then(Option::as_ref).map(|p| p.role), Some(PortRole::Vtep { .. })) {
+            if matches!(
+                self.ports.get(out as usize).and_then(Option::as_ref).map(|p| p.role),
+                Some(PortRole::Vtep { .. })
+            ) {
                 return self.to_vtep(out, i, now);
             }
         }
