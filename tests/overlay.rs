@@ -37,6 +37,7 @@ fn pair(tag_a: &str, tag_b: &str, net: u8) -> Pair {
     Pair { a, b, ua, ub }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn overlay(
     h: &Host,
     name: &str,

@@ -305,10 +305,7 @@ impl PortQueue {
                 PortQueue::Vxlan(q) if q.udp_csum() && segmented > 1 => {
                     let seg = hdr.len() + segs.header_len() + usize::from(o.gso_size);
                     let dst = std::net::SocketAddrV4::new(remote, dst_port);
-                    match q.send_gso(hash as usize, dst, iov, seg.min(usize::from(u16::MAX)) as u16) {
-                        Ok(n) => n,
-                        Err(_) => 0,
-                    }
+                    q.send_gso(hash as usize, dst, iov, seg.min(usize::from(u16::MAX)) as u16).unwrap_or_default()
                 }
                 PortQueue::Vxlan(q) => {
                     let mut msgs: [&[IoSlice<'_>]; MAX] = [&[]; MAX];

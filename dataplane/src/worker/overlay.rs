@@ -161,7 +161,7 @@ impl Worker {
     /// VTEP `vtep`: clamp the MSS of SYNs, refuse what is too big for the
     /// underlay (with an ICMP fragmentation-needed when DF is set), resolve
     /// offloads, encapsulate, send.
-    pub(super) fn to_vtep(&mut self, vtep: PortId, i: usize, now: u64) {
+    pub(super) fn send_to_vtep(&mut self, vtep: PortId, i: usize, now: u64) {
         let stats = &self.stats.workers[self.id];
         let Some(&WPort { role: PortRole::Vtep { net, tunnel, remote }, .. }) = self.ports[vtep as usize].as_ref()
         else {

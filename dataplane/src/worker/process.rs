@@ -165,7 +165,7 @@ impl Worker {
                 self.ports.get(out as usize).and_then(Option::as_ref).map(|p| p.role),
                 Some(PortRole::Vtep { .. })
             ) {
-                return self.to_vtep(out, i, now);
+                return self.send_to_vtep(out, i, now);
             }
         }
         let stats = &self.stats.workers[self.id];
@@ -212,7 +212,7 @@ impl Worker {
                         let Some(vtep) = self.nets[net as usize].as_ref().and_then(|w| w.vteps.get(v).copied()) else {
                             break;
                         };
-                        self.to_vtep(vtep, i, now);
+                        self.send_to_vtep(vtep, i, now);
                     }
                     return;
                 }
