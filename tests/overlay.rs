@@ -135,7 +135,7 @@ fn check_overlay(driver: &str, tags: (&str, &str), net: u8, id: u32) {
     let before = [tx(&p.a, &a2), tx(&p.b, &b1), tx(&p.b, &b2)];
     let mut bcast = vec![0xff; 6];
     bcast.extend_from_slice(&parse_mac(
-        &p.a.json(&["container", "inspect", &a1])["networks"][0]["mac_address"].as_str().unwrap(),
+        p.a.json(&["container", "inspect", &a1])["networks"][0]["mac_address"].as_str().unwrap(),
     ));
     bcast.extend_from_slice(&[0x88, 0xb5]);
     bcast.resize(60, 0x42);
@@ -462,4 +462,42 @@ fn vxlan_interoperates_with_the_kernel() {
     cl.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"ping");
     srv.join().unwrap();
+}
+
+#[test]
+#[ignore = "needs root: two daemons, namespaces, TAP devices and a veth underlay"]
+fn overlay_check_finds_black_holes() {
+    let p = pair("ca", "cb", 109);
+    overlay(&p.a, "v", "vxlan", 42, "10.53.0.0/16", "10.53.1.0/24", &p.ua, &p.ub, &[]);
+    overlay(&p.b, "v", "vxlan", 42, "10.53.0.0/16", "10.53.2.0/24", &p.ub, &p.ua, &[]);
+    overlay(&p.a, "g", "gre", 5, "10.54.0.0/16", "10.54.1.0/24", &p.ua, &p.ub, &[]);
+    overlay(&p.b, "g", "gre", 5, "10.54.0.0/16", "10.54.2.0/24", &p.ub, &p.ua, &[]);
+    for (net, mtu) in [("v", 1450), ("g", 1458)] {
+        let r = p.a.json(&["overlay", "check", net]);
+        let peer = &r["peers"][0];
+        assert_eq!(peer["verdict"], "ok", "{r}");
+        assert_eq!(peer["path_mtu"], mtu, "{r}");
+        assert_eq!(peer["intact"], true, "{r}");
+    }
+    // The peer's link takes less than the network's MTU: a black hole the
+    // containers would fall into, reported, and the check fails.
+    ip(&["-n", &p.b.hostns, "link", "set", "ul0", "mtu", "1400"]);
+    let out = p.a.tapnet(&["overlay", "check", "v", "--json"]);
+    assert!(!out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 1400 - 50, or 4 more: a veth lets a VLAN tag's worth past its MTU.
+    let m = r["peers"][0]["path_mtu"].as_u64().unwrap();
+    assert!((1350..=1354).contains(&m), "{r}");
+    assert!(r["peers"][0]["verdict"].as_str().unwrap().starts_with("black hole"), "{r}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A peer that is gone.
+    ip(&["-n", &p.b.hostns, "link", "set", "ul0", "down"]);
+    let out = p.a.tapnet(&["overlay", "check", "g", "--json"]);
+    assert!(!out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["peers"][0]["reachable"], false, "{r}");
+    // Not an overlay: a one-line error.
+    p.a.network("plain", "10.55.0.0/24", &[]);
+    assert!(p.a.fails(&["overlay", "check", "plain"]).contains("not an overlay"));
 }

@@ -102,13 +102,15 @@ pub struct Meta {
     /// The network (bridge) the frame belongs to, once known.
     pub net: NetId,
     pub offload: Offload,
-    /// For what a tunnel read: the outer source address (the remote VTEP).
+    /// For what a tunnel read: the outer source address (the remote VTEP)
+    /// and, for VXLAN, UDP port.
     pub peer: std::net::Ipv4Addr,
+    pub peer_port: u16,
 }
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { port: 0, net: 0, offload: Offload::NONE, peer: std::net::Ipv4Addr::UNSPECIFIED }
+        Meta { port: 0, net: 0, offload: Offload::NONE, peer: std::net::Ipv4Addr::UNSPECIFIED, peer_port: 0 }
     }
 }
 
@@ -161,7 +163,7 @@ impl PacketBuf {
     pub fn set_received(&mut self, n: usize, vnet_hdr: bool, port: PortId) -> Result<(), DropReason> {
         self.start = HEADROOM;
         self.len = 0;
-        self.meta = Meta { port, net: 0, offload: Offload::NONE, peer: std::net::Ipv4Addr::UNSPECIFIED };
+        self.meta = Meta { port, net: 0, offload: Offload::NONE, peer: std::net::Ipv4Addr::UNSPECIFIED, peer_port: 0 };
         let frame_len = if vnet_hdr {
             if n < VNET_HDR_LEN {
                 return Err(DropReason::Runt);
@@ -194,7 +196,7 @@ impl PacketBuf {
     pub fn set_datagram(&mut self, n: usize, port: PortId, peer: std::net::Ipv4Addr) {
         self.start = HEADROOM;
         self.len = n.min(self.data.len() - HEADROOM);
-        self.meta = Meta { port, net: 0, offload: Offload::NONE, peer };
+        self.meta = Meta { port, net: 0, offload: Offload::NONE, peer, peer_port: 0 };
     }
 
     /// The frame.

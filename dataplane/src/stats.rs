@@ -175,6 +175,8 @@ reasons! {
         /// Frames on the uplink that are not for tapnet (other addresses,
         /// other protocols): left to the kernel, not counted as drops.
         UplinkIgnored => "uplink_ignored",
+        /// Overlay probes (`tapnet overlay check`) from a peer, answered.
+        ProbesAnswered => "probes_answered",
     }
 }
 

@@ -49,6 +49,10 @@ pub enum Request {
         network: String,
         mac: String,
     },
+    /// Probe every peer of an overlay network (`tapnet overlay check`).
+    OverlayCheck {
+        network: String,
+    },
     Stats,
     /// The connection table of the gateways' NAT.
     Conntrack,

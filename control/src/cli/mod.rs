@@ -81,6 +81,9 @@ pub enum Cmd {
     Stats,
     /// Show the connections the gateways' NAT tracks.
     Conntrack,
+    /// Overlay networks: `tapnet overlay check NET` probes every peer.
+    #[command(subcommand)]
+    Overlay(show::OverlayCmd),
     /// Configure this host's share of a cluster described in one file
     /// (overlay networks across hosts, and their containers).
     Up {
@@ -287,6 +290,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Stats => show::stats(sock, json),
         Cmd::Conntrack => show::conntrack(sock, json),
         Cmd::Up { file, host } => up::run(sock, &file, host),
+        Cmd::Overlay(show::OverlayCmd::Check { network }) => show::overlay_check(sock, json, network),
         // Only reached if `external::wanted` missed them.
         Cmd::Demo(_) | Cmd::Bench(_) => external::exec(&std::env::args_os().collect::<Vec<_>>()),
     }

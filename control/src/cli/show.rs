@@ -109,3 +109,31 @@ pub(super) fn conntrack(sock: &Path, json: bool) -> Result<(), String> {
     println!("{} connections (max {})", c.entries.len(), c.max);
     Ok(())
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OverlayCmd {
+    /// Probe every peer of an overlay network through the tunnel: whether
+    /// frames get through both ways, the largest that does (the path MTU),
+    /// whether they arrive intact. Exits 1 on any black hole.
+    Check { network: String },
+}
+
+/// `tapnet overlay check NET`.
+pub(super) fn overlay_check(sock: &Path, json: bool, network: String) -> Result<(), String> {
+    let (r, v): (crate::engine::probe::CheckReport, _) = call(sock, Request::OverlayCheck { network })?;
+    if json {
+        print_json(&v);
+    } else {
+        println!("{:<16} {:>9} {:>9} {:>8} {:>7}  VERDICT", "PEER", "RTT(ms)", "PATH_MTU", "NET_MTU", "INTACT");
+        for p in &r.peers {
+            let rtt = p.rtt_ms.map_or("-".to_string(), |x| format!("{x:.2}"));
+            let mtu = p.path_mtu.map_or("-".to_string(), |x| x.to_string());
+            println!("{:<16} {:>9} {:>9} {:>8} {:>7}  {}", p.peer, rtt, mtu, p.network_mtu, p.intact, p.verdict);
+        }
+    }
+    let bad: Vec<&str> = r.peers.iter().filter(|p| !p.ok()).map(|p| p.peer.as_str()).collect();
+    if !bad.is_empty() {
+        return Err(format!("overlay {}: {} of {} peers failed the check: {}", r.network, bad.len(), r.peers.len(), bad.join(", ")));
+    }
+    Ok(())
+}

@@ -31,6 +31,7 @@ mod ids;
 mod inspect;
 mod network;
 mod overlay;
+pub mod probe;
 mod publish;
 mod router;
 mod uplink;
@@ -247,6 +248,7 @@ impl Engine {
             Request::Fdb { network } => to_value(&self.fdb(&network)?),
             Request::FdbAdd { network, mac, vtep } => to_value(&self.fdb_add(&network, &mac, &vtep)?),
             Request::FdbDel { network, mac } => to_value(&self.fdb_del(&network, &mac)?),
+            Request::OverlayCheck { network } => to_value(&self.overlay_check(&network)?),
             Request::Stats => to_value(&self.stats()),
             Request::Conntrack => to_value(&self.conntrack()?),
         })

@@ -100,6 +100,18 @@ impl Engine {
             self.net_ids.release(n.net);
             return Err(e);
         }
+        if let Ok(t) = self.probe_target(name) {
+            // Check the overlay once in the background and log what it
+            // found (the peers may well not be up yet).
+            let net = name.to_string();
+            let _ = std::thread::Builder::new().name("tapnet-probe".into()).spawn(move || {
+                if let Ok(peers) = super::probe::check(&t) {
+                    for p in peers {
+                        eprintln!("tapnet: overlay {net}: peer {}: {}", p.peer, p.verdict);
+                    }
+                }
+            });
+        }
         self.network_inspect(name)
     }
 

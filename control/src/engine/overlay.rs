@@ -120,6 +120,28 @@ fn underlay_link(addr: Ipv4Addr) -> Result<(String, u32)> {
 }
 
 impl Engine {
+    /// What `tapnet overlay check NET` probes.
+    pub(super) fn probe_target(&self, net: &str) -> Result<super::probe::Target> {
+        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let o = n.overlay.as_ref().ok_or_else(|| bad(&format!("network {:?} is not an overlay", cut(net))))?;
+        Ok(super::probe::Target {
+            encap: o.key.encap,
+            underlay: o.key.underlay,
+            port: o.key.port,
+            id: o.id,
+            peers: o.peers.iter().map(|&(a, _)| a).collect(),
+            mtu: n.mtu,
+            max: o.path_mtu,
+        })
+    }
+
+    /// Probe every peer of overlay network `net`.
+    pub fn overlay_check(&self, net: &str) -> Result<super::probe::CheckReport> {
+        let t = self.probe_target(net)?;
+        let peers = super::probe::check(&t).map_err(|e| bad(&format!("probe sockets: {e}")))?;
+        Ok(super::probe::CheckReport { network: net.into(), driver: t.encap.name().into(), peers })
+    }
+
     /// Check a network spec's driver and overlay options without changing
     /// anything: `None` for a plain bridge network.
     pub(super) fn overlay_plan(&self, spec: &NetworkSpec) -> Result<Option<Plan>> {

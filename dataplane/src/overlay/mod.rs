@@ -10,11 +10,14 @@
 //!   carry offload requests);
 //! - [`gro`]: segments from the underlay coalesced into one super-frame
 //!   before the TAP write;
-//! - [`mss`]: TCP MSS clamping of SYNs entering the overlay.
+//! - [`mss`]: TCP MSS clamping of SYNs entering the overlay;
+//! - [`probe`]: the frames of `tapnet overlay check`, answered by the
+//!   peer's dataplane.
 //!
 //! All four are pure: no I/O, no allocation per frame.
 
 pub mod gro;
 pub mod gso;
 pub mod mss;
+pub mod probe;
 pub mod tunnel;

@@ -202,6 +202,7 @@ impl PortQueue {
                     }
                     let b = &mut bufs[n];
                     b.set_datagram(m.len, port, *m.src.ip());
+                    b.meta.peer_port = m.src.port();
                     if let Some(seg) = m.segment {
                         b.meta.offload.gso_type = crate::wire::vnet::GSO_UDP_L4;
                         b.meta.offload.gso_size = seg;

@@ -119,6 +119,21 @@ impl Worker {
         let buf = &mut self.bufs[i];
         let (off, inner_len) = (buf.offset() + at, buf.len() - at);
         buf.set_frame(off, inner_len);
+        if crate::overlay::probe::is_probe(buf.frame()) {
+            // `tapnet overlay check` from the peer: send requests back the
+            // way they came; replies are the prober's, not ours.
+            let port = buf.meta.peer_port;
+            buf.meta.offload = crate::packet::Offload::NONE;
+            if crate::overlay::probe::answer(buf.frame_mut()) {
+                let hdr = encap.header(id);
+                if let Some(q) = ports[tunnel as usize].as_mut().and_then(|p| p.queue.as_mut()) {
+                    if q.send_encapsulated(peer, port, &hdr, buf, &mut self.segments).is_ok() {
+                        stats.router(crate::stats::RouterEvent::ProbesAnswered);
+                    }
+                }
+            }
+            return;
+        }
         buf.meta.net = net;
         buf.meta.port = vtep;
         buf.meta.offload = crate::packet::Offload::NONE;
