@@ -158,6 +158,9 @@ pub struct Engine {
     seq: u64,
     uplink: Option<uplink::Uplink>,
     tunnels: HashMap<overlay::TunnelKey, overlay::Tunnel>,
+    /// Per VTEP port: failed sends counted so far, and when they were last
+    /// logged (rate-limited log of a peer that is down).
+    peer_failures: std::sync::Mutex<HashMap<dataplane::port::PortId, (u64, u64)>>,
 }
 
 /// The IPv4 addresses the kernel holds in the calling thread's namespace.
@@ -196,6 +199,7 @@ impl Engine {
             seq: 0,
             uplink: None,
             tunnels: HashMap::new(),
+            peer_failures: Default::default(),
         };
         if let Some(u) = uplink {
             e.uplink_up(&u)?;
@@ -260,6 +264,7 @@ impl Engine {
         for n in self.networks.values() {
             n.fdb.sweep(now);
         }
+        self.log_peer_failures(now);
     }
 
     /// Remove every container and network and stop the dataplane.

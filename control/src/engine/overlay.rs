@@ -119,7 +119,27 @@ fn underlay_link(addr: Ipv4Addr) -> Result<(String, u32)> {
     Err(bad(&format!("--underlay {addr} is not an address of this host (the daemon's namespace)")))
 }
 
+/// A peer's failed sends are logged at most this often.
+const FAILURE_LOG_MS: u64 = 10_000;
+
 impl Engine {
+    /// Log, at most every 10 s per peer, the sends to an overlay peer that
+    /// failed since the last line (a peer that is down makes no error
+    /// storm: the dataplane only counts them).
+    pub(super) fn log_peer_failures(&self, now: u64) {
+        let Ok(mut seen) = self.peer_failures.lock() else { return };
+        for (name, n) in &self.networks {
+            for &(remote, port) in n.overlay.iter().flat_map(|o| &o.peers) {
+                let failed = self.dp.stats().port(port).tx_dropped;
+                let e = seen.entry(port).or_insert((failed, 0));
+                if failed > e.0 && now.saturating_sub(e.1) >= FAILURE_LOG_MS {
+                    eprintln!("tapnet: overlay {name}: {} sends to peer {remote} failed", failed - e.0);
+                    *e = (failed, now);
+                }
+            }
+        }
+    }
+
     /// What `tapnet overlay check NET` probes.
     pub(super) fn probe_target(&self, net: &str) -> Result<super::probe::Target> {
         let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
@@ -276,6 +296,11 @@ impl Engine {
 
     /// Remove a network's VTEPs and, with its last network, the tunnel.
     pub(super) fn overlay_down(&mut self, ov: &Overlay) {
+        if let Ok(mut seen) = self.peer_failures.lock() {
+            for (_, p) in &ov.peers {
+                seen.remove(p);
+            }
+        }
         for &(_, p) in &ov.peers {
             let _ = self.dp.remove_port(p);
             self.port_ids.release(p);

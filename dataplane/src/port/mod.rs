@@ -304,9 +304,17 @@ impl PortQueue {
             let iov = &iov[..2 * segmented];
             match self {
                 PortQueue::Vxlan(q) if q.udp_csum() && segmented > 1 => {
+                    // One UDP datagram of at most 64 KiB per `sendmsg`: the
+                    // kernel cuts it at `seg` bytes. A 64 KiB super-frame
+                    // with its per-segment headers needs two.
                     let seg = hdr.len() + segs.header_len() + usize::from(o.gso_size);
+                    let per_call = (GSO_MAX_PAYLOAD / seg).clamp(1, GSO_MAX_SEGMENTS);
                     let dst = std::net::SocketAddrV4::new(remote, dst_port);
-                    q.send_gso(hash as usize, dst, iov, seg.min(usize::from(u16::MAX)) as u16).unwrap_or_default()
+                    let mut sent = 0;
+                    for chunk in iov.chunks(2 * per_call) {
+                        sent += q.send_gso(hash as usize, dst, chunk, seg.min(usize::from(u16::MAX)) as u16).unwrap_or_default();
+                    }
+                    sent
                 }
                 PortQueue::Vxlan(q) => {
                     let mut msgs: [&[IoSlice<'_>]; MAX] = [&[]; MAX];
@@ -391,6 +399,13 @@ impl PortQueue {
         }
     }
 }
+
+/// The most UDP payload one `UDP_SEGMENT` send may carry: an IPv4
+/// datagram's 65535 bytes less the IPv4 and UDP headers.
+const GSO_MAX_PAYLOAD: usize = 65535 - 20 - 8;
+/// The most segments one `UDP_SEGMENT` send may carry (`UDP_MAX_SEGMENTS`
+/// was 64 before Linux 6.9; 64 is safe everywhere).
+const GSO_MAX_SEGMENTS: usize = 64;
 
 /// Open one queue per worker of an overlay tunnel of kind `encap` on
 /// `underlay` (VXLAN: UDP port `port`).
