@@ -43,6 +43,12 @@ pub enum IpamError {
     /// Every address is in use.
     #[error("no free address left in subnet {0}")]
     Exhausted(Subnet),
+    /// The range to allocate from is not inside the subnet.
+    #[error("ip range {range} is not inside subnet {subnet}")]
+    RangeOutside { range: Subnet, subnet: Subnet },
+    /// The address is outside the range this host allocates from.
+    #[error("address {addr} is outside this host's ip range {range}")]
+    OutsideRange { addr: Ipv4Addr, range: Subnet },
 }
 
 /// An IPv4 subnet in canonical form (no host bits set).
@@ -127,14 +133,28 @@ pub fn mac_for(addr: Ipv4Addr) -> MacAddr {
 pub struct Ipam {
     subnet: Subnet,
     gateway: Ipv4Addr,
+    /// The part of the subnet this host hands out (an overlay's
+    /// `--ip-range`: each host its own, so two hosts never give out the
+    /// same address). `None`: the whole subnet.
+    range: Option<Subnet>,
     taken: BTreeSet<u32>,
 }
 
 impl Ipam {
     /// A pool for `subnet` with `gateway` (default: the first host).
     pub fn new(subnet: Subnet, gateway: Option<Ipv4Addr>) -> Result<Ipam, IpamError> {
+        Self::with_range(subnet, gateway, None)
+    }
+
+    /// A pool for `subnet` that hands out addresses of `range` only.
+    pub fn with_range(subnet: Subnet, gateway: Option<Ipv4Addr>, range: Option<Subnet>) -> Result<Ipam, IpamError> {
+        if let Some(r) = range {
+            if r.prefix < subnet.prefix || !subnet.contains(r.addr) {
+                return Err(IpamError::RangeOutside { range: r, subnet });
+            }
+        }
         let gw = gateway.unwrap_or_else(|| subnet.first_host());
-        let ipam = Ipam { subnet, gateway: gw, taken: BTreeSet::new() };
+        let ipam = Ipam { subnet, gateway: gw, range, taken: BTreeSet::new() };
         ipam.check_host(gw)?;
         Ok(ipam)
     }
@@ -143,6 +163,9 @@ impl Ipam {
     }
     pub fn gateway(&self) -> Ipv4Addr {
         self.gateway
+    }
+    pub fn range(&self) -> Option<Subnet> {
+        self.range
     }
 
     fn check_host(&self, a: Ipv4Addr) -> Result<(), IpamError> {
@@ -159,6 +182,11 @@ impl Ipam {
     /// Check that `a` could be reserved, without reserving it.
     pub fn check(&self, a: Ipv4Addr) -> Result<(), IpamError> {
         self.check_host(a)?;
+        if let Some(r) = self.range {
+            if !r.contains(a) {
+                return Err(IpamError::OutsideRange { addr: a, range: r });
+            }
+        }
         if a == self.gateway {
             return Err(IpamError::Gateway(a));
         }
@@ -178,10 +206,12 @@ impl Ipam {
     /// The lowest free address.
     pub fn next_free(&self) -> Result<Ipv4Addr, IpamError> {
         let gw = u32::from(self.gateway);
-        (self.subnet.network() + 1..self.subnet.broadcast())
-            .find(|v| *v != gw && !self.taken.contains(v))
-            .map(Ipv4Addr::from)
-            .ok_or(IpamError::Exhausted(self.subnet))
+        // A range's own first and last addresses are skipped too, so that
+        // `10.42.1.0/24` hands out 10.42.1.1 to 10.42.1.254, as a subnet
+        // of its own would.
+        let r = self.range.unwrap_or(self.subnet);
+        let (lo, hi) = (r.network() + 1, r.broadcast() - 1);
+        (lo..=hi).find(|v| *v != gw && !self.taken.contains(v)).map(Ipv4Addr::from).ok_or(IpamError::Exhausted(r))
     }
 
     /// Reserve the lowest free address.
@@ -243,6 +273,27 @@ mod tests {
     fn docker_macs() {
         assert_eq!(mac_for(Ipv4Addr::new(172, 17, 0, 2)).to_string(), "02:42:ac:11:00:02");
         assert!(mac_for(Ipv4Addr::new(10, 88, 0, 255)).is_unicast());
+    }
+
+    #[test]
+    fn ranges_hand_out_their_part_only() {
+        let mut a = Ipam::with_range(sn("10.42.0.0/16"), None, Some(sn("10.42.1.0/24"))).unwrap();
+        assert_eq!(a.gateway(), Ipv4Addr::new(10, 42, 0, 1));
+        assert_eq!(a.allocate().unwrap(), Ipv4Addr::new(10, 42, 1, 1));
+        assert_eq!(a.allocate().unwrap(), Ipv4Addr::new(10, 42, 1, 2));
+        assert!(matches!(a.reserve(Ipv4Addr::new(10, 42, 2, 5)), Err(IpamError::OutsideRange { .. })));
+        assert!(a.reserve(Ipv4Addr::new(10, 42, 1, 77)).is_ok());
+        let mut b = Ipam::with_range(sn("10.42.0.0/16"), None, Some(sn("10.42.2.0/24"))).unwrap();
+        assert_eq!(b.allocate().unwrap(), Ipv4Addr::new(10, 42, 2, 1));
+        // The range must be inside the subnet; the last addresses of the
+        // subnet stay reserved.
+        assert!(Ipam::with_range(sn("10.42.0.0/16"), None, Some(sn("10.43.0.0/24"))).is_err());
+        assert!(Ipam::with_range(sn("10.42.0.0/24"), None, Some(sn("10.42.0.0/16"))).is_err());
+        let mut c = Ipam::with_range(sn("10.42.0.0/24"), None, Some(sn("10.42.0.248/29"))).unwrap();
+        for last in 249..=254 {
+            assert_eq!(c.allocate().unwrap(), Ipv4Addr::new(10, 42, 0, last));
+        }
+        assert!(c.allocate().is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod bridge;
 pub mod dns;
 pub mod nat;
+pub mod overlay;
 pub mod packet;
 pub mod port;
 pub mod router;
@@ -324,12 +325,21 @@ impl Dataplane {
         queues: Vec<PortQueue>,
     ) -> Result<(), DataplaneError> {
         Self::check_id("port", port as usize, MAX_PORTS)?;
-        if let PortRole::Access(net) = role {
+        if let PortRole::Access(net) | PortRole::Vtep { net, .. } = role {
             Self::check_id("network", net as usize, MAX_NETWORKS)?;
         }
-        if queues.len() != self.workers.len() {
-            return Err(DataplaneError::QueueCount { want: self.workers.len(), got: queues.len() });
-        }
+        // A virtual port (a remote VTEP) has no queues.
+        let queues: Vec<Option<PortQueue>> = if matches!(role, PortRole::Vtep { .. }) {
+            if !queues.is_empty() {
+                return Err(DataplaneError::QueueCount { want: 0, got: queues.len() });
+            }
+            (0..self.workers.len()).map(|_| None).collect()
+        } else {
+            if queues.len() != self.workers.len() {
+                return Err(DataplaneError::QueueCount { want: self.workers.len(), got: queues.len() });
+            }
+            queues.into_iter().map(Some).collect()
+        };
         self.stats.reset_port(port);
         let mut rxs = Vec::with_capacity(queues.len());
         for (w, queue) in queues.into_iter().enumerate() {

@@ -95,13 +95,23 @@ impl Offload {
 }
 
 /// Where a frame came from. Set by the ingress stage, read by later stages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
     /// The port the frame was read from.
     pub port: PortId,
     /// The network (bridge) the frame belongs to, once known.
     pub net: NetId,
     pub offload: Offload,
+    /// For what a tunnel read: the outer source address (the remote VTEP)
+    /// and, for VXLAN, UDP port.
+    pub peer: std::net::Ipv4Addr,
+    pub peer_port: u16,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta { port: 0, net: 0, offload: Offload::NONE, peer: std::net::Ipv4Addr::UNSPECIFIED, peer_port: 0 }
+    }
 }
 
 /// One frame with its headroom and metadata.
@@ -153,7 +163,7 @@ impl PacketBuf {
     pub fn set_received(&mut self, n: usize, vnet_hdr: bool, port: PortId) -> Result<(), DropReason> {
         self.start = HEADROOM;
         self.len = 0;
-        self.meta = Meta { port, net: 0, offload: Offload::NONE };
+        self.meta = Meta { port, net: 0, offload: Offload::NONE, peer: std::net::Ipv4Addr::UNSPECIFIED, peer_port: 0 };
         let frame_len = if vnet_hdr {
             if n < VNET_HDR_LEN {
                 return Err(DropReason::Runt);
@@ -177,6 +187,16 @@ impl PacketBuf {
         }
         self.len = frame_len;
         Ok(())
+    }
+
+    /// Record that a tunnel read `n` bytes of datagram(s) from `peer` into
+    /// `rx_area(false)`: no virtio-net header, no length check (the tunnel
+    /// stage checks what it decapsulates).
+    #[inline]
+    pub fn set_datagram(&mut self, n: usize, port: PortId, peer: std::net::Ipv4Addr) {
+        self.start = HEADROOM;
+        self.len = n.min(self.data.len() - HEADROOM);
+        self.meta = Meta { port, net: 0, offload: Offload::NONE, peer, peer_port: 0 };
     }
 
     /// The frame.
@@ -245,6 +265,27 @@ impl PacketBuf {
         if self.meta.offload.is_gso() {
             self.meta.offload.hdr_len = self.meta.offload.hdr_len.saturating_sub(n as u16);
         }
+        true
+    }
+
+    /// Where the frame starts in the buffer.
+    #[inline]
+    pub fn offset(&self) -> usize {
+        self.start
+    }
+
+    /// Make the frame the `len` bytes at `offset` in the buffer (as
+    /// [`Self::offset`] counts). False, and nothing changes, if that is
+    /// outside the buffer or leaves less headroom than a virtio-net header
+    /// needs. Used to work through several datagrams that a tunnel read
+    /// put back to back, and to narrow a datagram to its inner frame.
+    #[inline]
+    pub fn set_frame(&mut self, offset: usize, len: usize) -> bool {
+        if offset < VNET_HDR_LEN || offset.checked_add(len).is_none_or(|end| end > self.data.len()) {
+            return false;
+        }
+        self.start = offset;
+        self.len = len;
         true
     }
 

@@ -124,6 +124,24 @@ reasons! {
         /// An IPv4 fragment too large for the egress MTU with DF set (an
         /// ICMP fragmentation-needed was sent back).
         FragNeeded => "frag_needed",
+        /// A tunnel datagram shorter than its header, or its inner frame
+        /// shorter than an Ethernet header.
+        TunnelTruncated => "tunnel_truncated",
+        /// VXLAN flags other than I alone or reserved bits set; GRE version
+        /// other than 0.
+        TunnelBadFlags => "tunnel_bad_flags",
+        /// GRE without a key, or with a protocol other than transparent
+        /// Ethernet bridging.
+        TunnelBadProtocol => "tunnel_bad_protocol",
+        /// A GRE checksum that does not match.
+        TunnelBadChecksum => "tunnel_bad_checksum",
+        /// A VNI or key that names no overlay network here.
+        TunnelUnknownId => "tunnel_unknown_id",
+        /// From an address that is not a peer of the network.
+        TunnelUnknownPeer => "tunnel_unknown_peer",
+        /// A GSO super-frame of a kind that cannot be segmented in software
+        /// before a tunnel (only TCP over IPv4 can).
+        GsoUnsupported => "gso_unsupported",
     }
 }
 
@@ -157,6 +175,8 @@ reasons! {
         /// Frames on the uplink that are not for tapnet (other addresses,
         /// other protocols): left to the kernel, not counted as drops.
         UplinkIgnored => "uplink_ignored",
+        /// Overlay probes (`tapnet overlay check`) from a peer, answered.
+        ProbesAnswered => "probes_answered",
     }
 }
 

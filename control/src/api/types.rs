@@ -37,6 +37,22 @@ pub enum Request {
     Fdb {
         network: String,
     },
+    /// A static MAC table entry pointing at a remote VTEP of an overlay
+    /// network.
+    FdbAdd {
+        network: String,
+        mac: String,
+        vtep: String,
+    },
+    /// Remove a static entry `fdb add` made.
+    FdbDel {
+        network: String,
+        mac: String,
+    },
+    /// Probe every peer of an overlay network (`tapnet overlay check`).
+    OverlayCheck {
+        network: String,
+    },
     Stats,
     /// The connection table of the gateways' NAT.
     Conntrack,
@@ -65,6 +81,35 @@ pub struct NetworkSpec {
     /// Containers on the network may talk to each other (default true).
     #[serde(default)]
     pub icc: Option<bool>,
+    /// `bridge` (default, this host only), `vxlan` or `gre` (an overlay
+    /// across hosts).
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// VXLAN network identifier (`--driver vxlan`).
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// GRE key (`--driver gre`).
+    #[serde(default)]
+    pub key: Option<u32>,
+    /// The part of the subnet this host hands out.
+    #[serde(default)]
+    pub ip_range: Option<String>,
+    /// This host's address on the underlay.
+    #[serde(default)]
+    pub underlay: Option<String>,
+    /// The other hosts' underlay addresses.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// VXLAN UDP port (default 4789).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// VXLAN: send UDP checksums, with UDP GSO (default false: zero
+    /// checksums, RFC 7348 §5, which the kernel cannot combine with GSO).
+    #[serde(default)]
+    pub udp_csum: Option<bool>,
+    /// Clamp the MSS of TCP SYNs entering the overlay (default true).
+    #[serde(default)]
+    pub mss_clamp: Option<bool>,
 }
 
 /// What `container create` asks for.
@@ -116,7 +161,27 @@ pub struct NetworkInfo {
     pub masquerade: bool,
     pub internal: bool,
     pub icc: bool,
+    /// The overlay's settings, for `vxlan` and `gre` networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayInfo>,
     pub containers: Vec<NetworkEndpoint>,
+}
+
+/// An overlay network's tunnel, as `network inspect` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverlayInfo {
+    /// VNI or key.
+    pub id: u32,
+    pub underlay: String,
+    pub peers: Vec<String>,
+    /// VXLAN UDP port (0 for GRE).
+    pub port: u16,
+    /// The part of the subnet this host hands out.
+    pub ip_range: Option<String>,
+    /// The largest inner IPv4 packet the underlay carries.
+    pub path_mtu: u32,
+    pub mss_clamp: bool,
+    pub udp_csum: bool,
 }
 
 /// One interface of a container, as `container inspect` shows it.
@@ -248,4 +313,8 @@ pub struct VersionInfo {
     pub version: String,
     pub pid: u32,
     pub workers: usize,
+    /// The IPv4 addresses of the daemon's namespace (its possible underlay
+    /// addresses).
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }

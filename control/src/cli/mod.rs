@@ -26,6 +26,7 @@ mod exec;
 pub mod external;
 mod network;
 mod show;
+mod up;
 
 pub use container::ContainerCmd;
 pub use network::NetworkCmd;
@@ -73,12 +74,27 @@ pub enum Cmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
-    /// Show a network's MAC table.
-    Fdb { network: String },
+    /// Show a network's MAC table; `fdb add`/`fdb del` pin a MAC to a
+    /// remote VTEP of an overlay network.
+    Fdb(show::FdbArgs),
     /// Show per-port counters and drops by reason.
     Stats,
     /// Show the connections the gateways' NAT tracks.
     Conntrack,
+    /// Overlay networks: `tapnet overlay check NET` probes every peer.
+    #[command(subcommand)]
+    Overlay(show::OverlayCmd),
+    /// Configure this host's share of a cluster described in one file
+    /// (overlay networks across hosts, and their containers).
+    Up {
+        /// The cluster file (TOML).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// This host's name in the file (default: the host whose underlay
+        /// address the daemon's namespace holds).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Build a network with two containers, ping, move TCP traffic, print the figures, tear down.
     Demo(external::Args),
     /// Compare tapnet's datapath with the kernel's (docker0's) on this machine.
@@ -270,9 +286,11 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Network(c) => network::run(sock, json, c),
         Cmd::Container(c) => container::run(sock, json, c),
         Cmd::Exec { name, cmd } => exec::run(sock, &name, &cmd),
-        Cmd::Fdb { network } => show::fdb(sock, json, network),
+        Cmd::Fdb(a) => show::fdb(sock, json, a),
         Cmd::Stats => show::stats(sock, json),
         Cmd::Conntrack => show::conntrack(sock, json),
+        Cmd::Up { file, host } => up::run(sock, &file, host),
+        Cmd::Overlay(show::OverlayCmd::Check { network }) => show::overlay_check(sock, json, network),
         // Only reached if `external::wanted` missed them.
         Cmd::Demo(_) | Cmd::Bench(_) => external::exec(&std::env::args_os().collect::<Vec<_>>()),
     }

@@ -37,6 +37,36 @@ pub enum NetworkCmd {
         /// network reach only the gateway, not each other.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
         icc: bool,
+        /// bridge (this host), or an overlay across hosts: vxlan or gre.
+        #[arg(long, value_parser = ["bridge", "vxlan", "gre"])]
+        driver: Option<String>,
+        /// VXLAN network identifier (1-16777215), with --driver vxlan.
+        #[arg(long)]
+        vni: Option<u32>,
+        /// GRE key, with --driver gre.
+        #[arg(long)]
+        key: Option<u32>,
+        /// The part of --subnet this host hands out (each host its own).
+        #[arg(long, value_name = "CIDR")]
+        ip_range: Option<String>,
+        /// This host's underlay address (an address of the daemon's
+        /// namespace).
+        #[arg(long, value_name = "A.B.C.D")]
+        underlay: Option<String>,
+        /// Another host's underlay address. Repeatable.
+        #[arg(long = "peer", value_name = "A.B.C.D")]
+        peers: Vec<String>,
+        /// VXLAN UDP destination port (default 4789).
+        #[arg(long)]
+        port: Option<u16>,
+        /// VXLAN: send UDP checksums, with UDP GSO (default: zero checksums
+        /// as RFC 7348 recommends, which the kernel cannot combine with GSO).
+        #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+        udp_csum: Option<bool>,
+        /// Clamp the MSS of TCP SYNs entering the overlay to its MTU
+        /// (default true).
+        #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+        mss_clamp: Option<bool>,
     },
     /// List networks.
     #[command(alias = "list")]
@@ -60,7 +90,26 @@ pub enum NetworkCmd {
 /// Run a `tapnet network` command.
 pub(super) fn run(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> {
     match c {
-        NetworkCmd::Create { name, subnet, gateway, mtu, fdb_max, fdb_ageing, masquerade, internal, icc } => {
+        NetworkCmd::Create {
+            name,
+            subnet,
+            gateway,
+            mtu,
+            fdb_max,
+            fdb_ageing,
+            masquerade,
+            internal,
+            icc,
+            driver,
+            vni,
+            key,
+            ip_range,
+            underlay,
+            peers,
+            port,
+            udp_csum,
+            mss_clamp,
+        } => {
             let spec = api::NetworkSpec {
                 name,
                 subnet,
@@ -71,6 +120,15 @@ pub(super) fn run(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> 
                 masquerade: Some(masquerade),
                 internal,
                 icc: Some(icc),
+                driver,
+                vni,
+                key,
+                ip_range,
+                underlay,
+                peers,
+                port,
+                udp_csum,
+                mss_clamp,
             };
             let (n, v): (api::NetworkInfo, _) = call(sock, Request::NetworkCreate(spec))?;
             if json {

@@ -7,9 +7,39 @@ use std::path::Path;
 use super::{call, print_json};
 use crate::api::{self, Request};
 
-/// `tapnet fdb NETWORK`.
-pub(super) fn fdb(sock: &Path, json: bool, network: String) -> Result<(), String> {
-    let (f, v): (api::FdbInfo, _) = call(sock, Request::Fdb { network })?;
+/// `tapnet fdb NETWORK`, `tapnet fdb add NETWORK MAC --vtep IP`,
+/// `tapnet fdb del NETWORK MAC`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct FdbArgs {
+    /// The network whose MAC table to show.
+    #[arg(required = true)]
+    network: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<FdbCmd>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum FdbCmd {
+    /// Pin MAC to a remote VTEP of an overlay network (a static entry).
+    Add {
+        network: String,
+        mac: String,
+        /// The peer (its underlay address) the MAC is behind.
+        #[arg(long, value_name = "A.B.C.D")]
+        vtep: String,
+    },
+    /// Remove a static entry made with `fdb add`.
+    Del { network: String, mac: String },
+}
+
+pub(super) fn fdb(sock: &Path, json: bool, a: FdbArgs) -> Result<(), String> {
+    let req = match a.cmd {
+        Some(FdbCmd::Add { network, mac, vtep }) => Request::FdbAdd { network, mac, vtep },
+        Some(FdbCmd::Del { network, mac }) => Request::FdbDel { network, mac },
+        None => Request::Fdb { network: a.network.unwrap_or_default() },
+    };
+    let (f, v): (api::FdbInfo, _) = call(sock, req)?;
     if json {
         print_json(&v);
         return Ok(());
@@ -77,5 +107,33 @@ pub(super) fn conntrack(sock: &Path, json: bool) -> Result<(), String> {
         );
     }
     println!("{} connections (max {})", c.entries.len(), c.max);
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OverlayCmd {
+    /// Probe every peer of an overlay network through the tunnel: whether
+    /// frames get through both ways, the largest that does (the path MTU),
+    /// whether they arrive intact. Exits 1 on any black hole.
+    Check { network: String },
+}
+
+/// `tapnet overlay check NET`.
+pub(super) fn overlay_check(sock: &Path, json: bool, network: String) -> Result<(), String> {
+    let (r, v): (crate::engine::probe::CheckReport, _) = call(sock, Request::OverlayCheck { network })?;
+    if json {
+        print_json(&v);
+    } else {
+        println!("{:<16} {:>9} {:>9} {:>8} {:>7}  VERDICT", "PEER", "RTT(ms)", "PATH_MTU", "NET_MTU", "INTACT");
+        for p in &r.peers {
+            let rtt = p.rtt_ms.map_or("-".to_string(), |x| format!("{x:.2}"));
+            let mtu = p.path_mtu.map_or("-".to_string(), |x| x.to_string());
+            println!("{:<16} {:>9} {:>9} {:>8} {:>7}  {}", p.peer, rtt, mtu, p.network_mtu, p.intact, p.verdict);
+        }
+    }
+    let bad: Vec<&str> = r.peers.iter().filter(|p| !p.ok()).map(|p| p.peer.as_str()).collect();
+    if !bad.is_empty() {
+        return Err(format!("overlay {}: {} of {} peers failed the check: {}", r.network, bad.len(), r.peers.len(), bad.join(", ")));
+    }
     Ok(())
 }

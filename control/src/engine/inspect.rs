@@ -23,7 +23,51 @@ impl Engine {
         if let Some(u) = &self.uplink {
             m.insert(u.cfg.port, (format!("uplink:{}", u.link), String::new()));
         }
+        for (name, n) in &self.networks {
+            for &(remote, p) in n.overlay.iter().flat_map(|o| &o.peers) {
+                m.insert(p, (format!("vtep:{remote}"), name.clone()));
+            }
+        }
+        for (k, t) in &self.tunnels {
+            let what = match k.encap {
+                dataplane::overlay::tunnel::Encap::Vxlan => format!("tunnel:vxlan:{}:{}", k.underlay, k.port),
+                dataplane::overlay::tunnel::Encap::Gre => format!("tunnel:gre:{}", k.underlay),
+            };
+            m.insert(t.port, (what, String::new()));
+        }
         m
+    }
+
+    /// `tapnet fdb add NET MAC --vtep IP`: pin `mac` to a remote VTEP.
+    pub fn fdb_add(&mut self, net: &str, mac: &str, vtep: &str) -> Result<FdbInfo> {
+        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let mac: dataplane::wire::MacAddr = mac.parse()?;
+        if !mac.is_unicast() {
+            return Err(EngineError::MacNotUnicast(mac));
+        }
+        let Some(ov) = &n.overlay else {
+            return Err(EngineError::BadOverlay(format!("network {net:?} is not an overlay: it has no VTEPs")));
+        };
+        let remote: std::net::Ipv4Addr =
+            vtep.parse().map_err(|_| EngineError::BadOverlay(format!("--vtep {vtep:?} is not an IPv4 address")))?;
+        let Some(&(_, port)) = ov.peers.iter().find(|(a, _)| *a == remote) else {
+            return Err(EngineError::BadOverlay(format!("{remote} is not a peer of network {net:?}")));
+        };
+        if mac == n.gateway_mac {
+            return Err(EngineError::MacIsGateway(mac, net.into()));
+        }
+        n.fdb.insert_static(mac, port);
+        self.fdb(net)
+    }
+
+    /// `tapnet fdb del NET MAC`: remove a static entry `fdb add` made.
+    pub fn fdb_del(&mut self, net: &str, mac: &str) -> Result<FdbInfo> {
+        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let mac: dataplane::wire::MacAddr = mac.parse()?;
+        if mac == n.gateway_mac || !n.fdb.remove_static(mac) {
+            return Err(EngineError::BadOverlay(format!("{mac} has no static entry that fdb add made on {net:?}")));
+        }
+        self.fdb(net)
     }
 
     pub fn fdb(&self, net: &str) -> Result<FdbInfo> {

@@ -30,6 +30,8 @@ mod endpoint;
 mod ids;
 mod inspect;
 mod network;
+mod overlay;
+pub mod probe;
 mod publish;
 mod router;
 mod uplink;
@@ -100,6 +102,8 @@ pub enum EngineError {
     PublishInternal(String),
     #[error("MAC address {0} is the gateway's of network {1:?}")]
     MacIsGateway(MacAddr, String),
+    #[error("{0}")]
+    BadOverlay(String),
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -153,6 +157,20 @@ pub struct Engine {
     port_ids: IdPool,
     seq: u64,
     uplink: Option<uplink::Uplink>,
+    tunnels: HashMap<overlay::TunnelKey, overlay::Tunnel>,
+    /// Per VTEP port: failed sends counted so far, and when they were last
+    /// logged (rate-limited log of a peer that is down).
+    peer_failures: std::sync::Mutex<HashMap<dataplane::port::PortId, (u64, u64)>>,
+}
+
+/// The IPv4 addresses the kernel holds in the calling thread's namespace.
+fn host_addresses() -> Vec<String> {
+    let Ok(mut nl) = crate::netlink::Netlink::open() else { return Vec::new() };
+    let links = nl.links().unwrap_or_default();
+    let mut v: Vec<String> =
+        links.iter().flat_map(|l| nl.addrs_v4(l.index).unwrap_or_default()).map(|(a, _)| a.to_string()).collect();
+    v.sort();
+    v
 }
 
 /// An API reply as JSON (the reply types always serialize).
@@ -180,6 +198,8 @@ impl Engine {
             port_ids: IdPool::new(MAX_PORTS),
             seq: 0,
             uplink: None,
+            tunnels: HashMap::new(),
+            peer_failures: Default::default(),
         };
         if let Some(u) = uplink {
             e.uplink_up(&u)?;
@@ -207,6 +227,7 @@ impl Engine {
                 version: env!("CARGO_PKG_VERSION").into(),
                 pid: std::process::id(),
                 workers: self.workers(),
+                addresses: host_addresses(),
             }),
             Request::NetworkCreate(spec) => to_value(&self.network_create(&spec)?),
             Request::NetworkLs => to_value(&self.network_ls()),
@@ -229,6 +250,9 @@ impl Engine {
             Request::ContainerLs => to_value(&self.container_ls()),
             Request::ContainerInspect { name } => to_value(&self.container_inspect(&name)?),
             Request::Fdb { network } => to_value(&self.fdb(&network)?),
+            Request::FdbAdd { network, mac, vtep } => to_value(&self.fdb_add(&network, &mac, &vtep)?),
+            Request::FdbDel { network, mac } => to_value(&self.fdb_del(&network, &mac)?),
+            Request::OverlayCheck { network } => to_value(&self.overlay_check(&network)?),
             Request::Stats => to_value(&self.stats()),
             Request::Conntrack => to_value(&self.conntrack()?),
         })
@@ -240,6 +264,7 @@ impl Engine {
         for n in self.networks.values() {
             n.fdb.sweep(now);
         }
+        self.log_peer_failures(now);
     }
 
     /// Remove every container and network and stop the dataplane.

@@ -24,6 +24,8 @@ pub(super) struct Network {
     pub(super) masquerade: bool,
     pub(super) internal: bool,
     pub(super) icc: bool,
+    /// For a `vxlan` or `gre` network: its tunnel and VTEPs.
+    pub(super) overlay: Option<super::overlay::Overlay>,
 }
 
 impl Engine {
@@ -43,8 +45,11 @@ impl Engine {
             return Err(EngineError::Overlap(subnet, other.clone(), n.ipam.subnet()));
         }
         let gateway = gateway.map(parse_addr).transpose()?;
-        let ipam = Ipam::new(subnet, gateway)?;
-        let mtu = mtu.unwrap_or(1500);
+        let range = spec.ip_range.as_deref().map(str::parse::<Subnet>).transpose()?;
+        let ipam = Ipam::with_range(subnet, gateway, range)?;
+        let plan = self.overlay_plan(spec)?;
+        // An overlay's containers fit the underlay (VXLAN: 50 bytes less).
+        let mtu = mtu.unwrap_or(plan.as_ref().map_or(1500, |p| p.path_mtu));
         if !(68..=65521).contains(&mtu) {
             return Err(EngineError::BadMtu(mtu));
         }
@@ -75,18 +80,37 @@ impl Engine {
                 masquerade: spec.masquerade.unwrap_or(true),
                 internal: spec.internal,
                 icc: spec.icc.unwrap_or(true),
+                overlay: None,
             },
         );
-        let res = self
-            .dp
-            .add_network(net, fdb, self.net_config(name))
-            .map_err(EngineError::from)
-            .and_then(|()| self.sync_router());
+        let res = self.dp.add_network(net, fdb, self.net_config(name)).map_err(EngineError::from).and_then(|()| {
+            if let Some(plan) = &plan {
+                let ov = self.overlay_up(net, plan, mtu)?;
+                self.networks.get_mut(name).expect("just inserted").overlay = Some(ov);
+                self.sync_network(name)?;
+            }
+            self.sync_router()
+        });
         if let Err(e) = res {
             let n = self.networks.remove(name).expect("just inserted");
+            if let Some(ov) = &n.overlay {
+                self.overlay_down(ov);
+            }
             let _ = self.dp.remove_network(n.net);
             self.net_ids.release(n.net);
             return Err(e);
+        }
+        if let Ok(t) = self.probe_target(name) {
+            // Check the overlay once in the background and log what it
+            // found (the peers may well not be up yet).
+            let net = name.to_string();
+            let _ = std::thread::Builder::new().name("tapnet-probe".into()).spawn(move || {
+                if let Ok(peers) = super::probe::check(&t) {
+                    for p in peers {
+                        eprintln!("tapnet: overlay {net}: peer {}: {}", p.peer, p.verdict);
+                    }
+                }
+            });
         }
         self.network_inspect(name)
     }
@@ -117,7 +141,7 @@ impl Engine {
         Ok(NetworkInfo {
             name: name.into(),
             id: n.id.clone(),
-            driver: "tapnet-bridge".into(),
+            driver: n.overlay.as_ref().map_or("tapnet-bridge", |o| o.key.encap.name()).into(),
             subnet: n.ipam.subnet().to_string(),
             gateway: n.ipam.gateway().to_string(),
             mtu: n.mtu,
@@ -126,6 +150,16 @@ impl Engine {
             masquerade: n.masquerade,
             internal: n.internal,
             icc: n.icc,
+            overlay: n.overlay.as_ref().map(|o| crate::api::OverlayInfo {
+                id: o.id,
+                underlay: o.key.underlay.to_string(),
+                peers: o.peers.iter().map(|(a, _)| a.to_string()).collect(),
+                port: o.key.port,
+                ip_range: n.ipam.range().map(|r| r.to_string()),
+                path_mtu: o.path_mtu,
+                mss_clamp: o.mss_clamp,
+                udp_csum: o.udp_csum,
+            }),
             containers,
         })
     }
@@ -145,6 +179,9 @@ impl Engine {
             return Err(EngineError::NetworkInUse(name.into(), users.join(", ")));
         }
         let n = self.networks.remove(name).expect("checked above");
+        if let Some(ov) = &n.overlay {
+            self.overlay_down(ov);
+        }
         self.dp.remove_network(n.net)?;
         self.net_ids.release(n.net);
         self.sync_router()

@@ -34,6 +34,7 @@ impl Engine {
             masquerade: n.masquerade,
             internal: n.internal,
             dns: Arc::new(dns),
+            overlay: n.overlay.as_ref().map(|o| o.config()),
         }))
     }
 

@@ -11,6 +11,8 @@
 //! |---|---|---|---|
 //! | [`tap`] | a container's `eth0`, a multi-queue TAP | yes (`IFF_VNET_HDR`) | no: one `read`/`write` per frame |
 //! | [`packet`] | the uplink, an AF_PACKET socket per worker in a fanout group steered by [`steer`] | yes (`PACKET_VNET_HDR`) | yes: `recvmmsg`/`sendmmsg` |
+//! | [`udp`] | a VXLAN tunnel: UDP sockets bound to the underlay address (a reuseport group to receive, a pool per worker to send) | no: GSO is resolved before it; UDP GSO/GRO underneath | yes: `recvmmsg`/`sendmmsg`, `UDP_SEGMENT` |
+//! | [`gre`] | a GRE tunnel: a raw IP socket per worker, steered by a BPF socket filter | no: GSO is resolved before it | yes: `recvmmsg`/`sendmmsg` |
 //!
 //! A port that speaks virtio-net headers carries offload metadata (GSO,
 //! partial checksums) with every frame, so 64 KiB TCP super-frames cross the
@@ -21,9 +23,11 @@
 //! This module also holds the interface-name rule that the TAP layer and the
 //! control plane's netlink client share ([`check_ifname`]).
 
+pub mod gre;
 pub mod packet;
 pub mod steer;
 pub mod tap;
+pub mod udp;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -73,6 +77,8 @@ pub fn check_ifname(name: &str) -> Result<(), InvalidIfname> {
 pub enum PortQueue {
     Tap(tap::TapQueue),
     Packet(packet::PacketQueue),
+    Vxlan(udp::UdpTunnelQueue),
+    Gre(gre::GreQueue),
 }
 
 /// What one [`PortQueue::recv_batch`] call did.
@@ -91,6 +97,17 @@ impl PortQueue {
         match self {
             PortQueue::Tap(_) => Caps { vnet_hdr: true, batch: false },
             PortQueue::Packet(_) => Caps { vnet_hdr: true, batch: true },
+            PortQueue::Vxlan(_) | PortQueue::Gre(_) => Caps { vnet_hdr: false, batch: true },
+        }
+    }
+
+    /// The encapsulation of a tunnel's queue; `None` for other ports.
+    #[inline]
+    pub fn tunnel_encap(&self) -> Option<crate::overlay::tunnel::Encap> {
+        match self {
+            PortQueue::Vxlan(_) => Some(crate::overlay::tunnel::Encap::Vxlan),
+            PortQueue::Gre(_) => Some(crate::overlay::tunnel::Encap::Gre),
+            _ => None,
         }
     }
 
@@ -163,7 +180,163 @@ impl PortQueue {
                 }
                 Received { frames: n, drained: got < want }
             }
+            PortQueue::Vxlan(q) => {
+                let want = bufs.len().min(udp::MAX_RECV_BATCH);
+                let mut meta = [udp::RecvMeta::default(); udp::MAX_RECV_BATCH];
+                let got = match q.recv_batch(bufs[..want].iter_mut().map(|b| b.rx_area(false)), &mut meta[..want]) {
+                    Ok(k) => k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received { frames: 0, drained: true },
+                    Err(_) => {
+                        drop(DropReason::RxError);
+                        0
+                    }
+                };
+                let mut n = 0;
+                for (i, m) in meta[..got].iter().enumerate() {
+                    if m.truncated {
+                        drop(DropReason::Oversize);
+                        continue;
+                    }
+                    if i != n {
+                        bufs.swap(i, n);
+                    }
+                    let b = &mut bufs[n];
+                    b.set_datagram(m.len, port, *m.src.ip());
+                    b.meta.peer_port = m.src.port();
+                    if let Some(seg) = m.segment {
+                        b.meta.offload.gso_type = crate::wire::vnet::GSO_UDP_L4;
+                        b.meta.offload.gso_size = seg;
+                    }
+                    n += 1;
+                }
+                Received { frames: n, drained: got < want }
+            }
+            PortQueue::Gre(q) => {
+                let want = bufs.len().min(udp::MAX_RECV_BATCH);
+                let mut meta = [gre::RecvMeta::default(); udp::MAX_RECV_BATCH];
+                let got = match q.recv_batch(bufs[..want].iter_mut().map(|b| b.rx_area(false)), &mut meta[..want]) {
+                    Ok(k) => k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received { frames: 0, drained: true },
+                    Err(_) => {
+                        drop(DropReason::RxError);
+                        0
+                    }
+                };
+                let mut n = 0;
+                for (i, m) in meta[..got].iter().enumerate() {
+                    if m.truncated {
+                        drop(DropReason::Oversize);
+                        continue;
+                    }
+                    if i != n {
+                        bufs.swap(i, n);
+                    }
+                    let b = &mut bufs[n];
+                    b.set_datagram(m.len, port, m.src);
+                    // The outer IPv4 header goes: the frame is the GRE packet.
+                    let r = m.gre_range();
+                    let off = b.offset();
+                    b.set_frame(off + r.start, r.len());
+                    n += 1;
+                }
+                Received { frames: n, drained: got < want }
+            }
         }
+    }
+
+    /// Encapsulate `buf` with `hdr` and send it to the tunnel endpoint
+    /// `remote` (VXLAN: UDP port `dst_port`) through this tunnel queue.
+    /// Offload requests are resolved first, since a tunnel socket cannot
+    /// carry them: a GSO super-frame is cut into segments (headers in
+    /// `segs`), a partial checksum completed. Returns the datagrams sent;
+    /// `Err` with the reason when none could be.
+    pub fn send_encapsulated(
+        &mut self,
+        remote: std::net::Ipv4Addr,
+        dst_port: u16,
+        hdr: &[u8; crate::overlay::tunnel::HEADER_LEN],
+        buf: &mut PacketBuf,
+        segs: &mut crate::overlay::gso::Segments,
+    ) -> Result<usize, DropReason> {
+        use crate::overlay::gso;
+        use std::io::IoSlice;
+        let hash = crate::overlay::tunnel::inner_flow_hash(buf.frame());
+        let o = buf.meta.offload;
+        let segmented = if o.is_gso() {
+            match gso::segment_tcp4(buf.frame(), &o, segs) {
+                Ok(n) => n,
+                Err(gso::GsoError::UnsupportedGsoType(_)) => return Err(DropReason::GsoUnsupported),
+                Err(_) => return Err(DropReason::BadL4),
+            }
+        } else {
+            if o.needs_csum() {
+                let (start, off) = (usize::from(o.csum_start), usize::from(o.csum_offset));
+                if gso::complete_csum(buf.frame_mut(), start, off).is_err() {
+                    return Err(DropReason::BadL4);
+                }
+            }
+            buf.meta.offload = crate::packet::Offload::NONE;
+            0
+        };
+        let frame = buf.frame();
+        let sent = if segmented == 0 {
+            let msg = [IoSlice::new(hdr), IoSlice::new(frame)];
+            let msgs: [&[IoSlice<'_>]; 1] = [&msg];
+            match self {
+                PortQueue::Vxlan(q) => {
+                    q.send_batch(hash as usize, std::net::SocketAddrV4::new(remote, dst_port), &msgs).sent
+                }
+                PortQueue::Gre(q) => q.send_batch(remote, &msgs).sent,
+                _ => 0,
+            }
+        } else {
+            for k in 0..segmented {
+                if let Some(front) = segs.push_front(k, hdr.len()) {
+                    front.copy_from_slice(hdr);
+                }
+            }
+            const MAX: usize = gso::MAX_SEGMENTS;
+            let mut iov: [IoSlice<'_>; 2 * MAX] = [IoSlice::new(&[]); 2 * MAX];
+            for (k, s) in segs.iter().enumerate() {
+                iov[2 * k] = IoSlice::new(s.header);
+                iov[2 * k + 1] = IoSlice::new(&frame[s.payload]);
+            }
+            let iov = &iov[..2 * segmented];
+            match self {
+                PortQueue::Vxlan(q) if q.udp_csum() && segmented > 1 => {
+                    // One UDP datagram of at most 64 KiB per `sendmsg`: the
+                    // kernel cuts it at `seg` bytes. A 64 KiB super-frame
+                    // with its per-segment headers needs two.
+                    let seg = hdr.len() + segs.header_len() + usize::from(o.gso_size);
+                    let per_call = (GSO_MAX_PAYLOAD / seg).clamp(1, GSO_MAX_SEGMENTS);
+                    let dst = std::net::SocketAddrV4::new(remote, dst_port);
+                    let mut sent = 0;
+                    for chunk in iov.chunks(2 * per_call) {
+                        sent += q.send_gso(hash as usize, dst, chunk, seg.min(usize::from(u16::MAX)) as u16).unwrap_or_default();
+                    }
+                    sent
+                }
+                PortQueue::Vxlan(q) => {
+                    let mut msgs: [&[IoSlice<'_>]; MAX] = [&[]; MAX];
+                    for (k, m) in msgs.iter_mut().enumerate().take(segmented) {
+                        *m = &iov[2 * k..2 * k + 2];
+                    }
+                    q.send_batch(hash as usize, std::net::SocketAddrV4::new(remote, dst_port), &msgs[..segmented]).sent
+                }
+                PortQueue::Gre(q) => {
+                    let mut msgs: [&[IoSlice<'_>]; MAX] = [&[]; MAX];
+                    for (k, m) in msgs.iter_mut().enumerate().take(segmented) {
+                        *m = &iov[2 * k..2 * k + 2];
+                    }
+                    q.send_batch(remote, &msgs[..segmented]).sent
+                }
+                _ => 0,
+            }
+        };
+        if sent == 0 {
+            return Err(DropReason::TxError);
+        }
+        Ok(sent)
     }
 
     /// Send frames whose virtio-net headers are already written
@@ -205,6 +378,12 @@ impl PortQueue {
                     }
                 }
             }
+            // Tunnels are sent to with `send_encapsulated`, never as is.
+            PortQueue::Vxlan(_) | PortQueue::Gre(_) => {
+                for i in 0..frames.len() {
+                    sent(i, false);
+                }
+            }
         }
         ok
     }
@@ -215,8 +394,41 @@ impl PortQueue {
         match self {
             PortQueue::Tap(q) => q.send(buf.vnet_bytes()).map(|_| ()),
             PortQueue::Packet(q) => q.send(buf.vnet_bytes()).map(|_| ()),
+            // Tunnels are sent to with `send_encapsulated`.
+            PortQueue::Vxlan(_) | PortQueue::Gre(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
+}
+
+/// The most UDP payload one `UDP_SEGMENT` send may carry: an IPv4
+/// datagram's 65535 bytes less the IPv4 and UDP headers.
+const GSO_MAX_PAYLOAD: usize = 65535 - 20 - 8;
+/// The most segments one `UDP_SEGMENT` send may carry (`UDP_MAX_SEGMENTS`
+/// was 64 before Linux 6.9; 64 is safe everywhere).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Open one queue per worker of an overlay tunnel of kind `encap` on
+/// `underlay` (VXLAN: UDP port `port`).
+pub fn open_tunnel(
+    encap: crate::overlay::tunnel::Encap,
+    underlay: std::net::Ipv4Addr,
+    port: u16,
+    workers: usize,
+    udp_csum: bool,
+) -> io::Result<Vec<PortQueue>> {
+    use crate::overlay::tunnel::Encap;
+    Ok(match encap {
+        Encap::Vxlan => udp::open_vxlan(underlay, port, workers, udp::DEFAULT_POOL, udp_csum)
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .into_iter()
+            .map(PortQueue::Vxlan)
+            .collect(),
+        Encap::Gre => gre::open_gre(underlay, workers)
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .into_iter()
+            .map(PortQueue::Gre)
+            .collect(),
+    })
 }
 
 impl AsRawFd for PortQueue {
@@ -224,6 +436,8 @@ impl AsRawFd for PortQueue {
         match self {
             PortQueue::Tap(q) => q.as_raw_fd(),
             PortQueue::Packet(q) => q.as_raw_fd(),
+            PortQueue::Vxlan(q) => q.as_raw_fd(),
+            PortQueue::Gre(q) => q.as_raw_fd(),
         }
     }
 }

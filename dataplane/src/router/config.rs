@@ -74,6 +74,26 @@ pub struct NetConfig {
     /// The names the gateway's DNS answers with: the containers on this
     /// network.
     pub dns: std::sync::Arc<crate::dns::DnsTable>,
+    /// For an overlay network: how it reaches the other hosts.
+    pub overlay: Option<OverlayConfig>,
+}
+
+/// An overlay network's tunnel: its encapsulation and id, the tunnel port
+/// whose sockets carry it, and the inner MTU the underlay leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlayConfig {
+    pub encap: crate::overlay::tunnel::Encap,
+    /// The VNI (VXLAN) or key (GRE).
+    pub id: u32,
+    /// The dataplane port of the tunnel's sockets.
+    pub tunnel: PortId,
+    /// VXLAN: the UDP destination port (4789 by default).
+    pub dst_port: u16,
+    /// The largest inner IPv4 packet that fits the underlay once
+    /// encapsulated (underlay MTU − overhead).
+    pub path_mtu: u32,
+    /// Clamp the MSS of TCP SYNs entering the overlay to fit `path_mtu`.
+    pub mss_clamp: bool,
 }
 
 /// The uplink: an interface the dataplane sends and receives on itself,

@@ -33,7 +33,9 @@ use crate::wire::{checksum, ethernet, EtherType, MacAddr};
 use route::From;
 
 pub use arp::{ArpCache, Neighbour};
-pub use config::{Endpoint, GatewayConfig, NetConfig, Published, RouterConfig, Subnet, UplinkConfig, L4};
+pub use config::{
+    Endpoint, GatewayConfig, NetConfig, OverlayConfig, Published, RouterConfig, Subnet, UplinkConfig, L4,
+};
 
 /// What a stage decided for one frame; the worker carries it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +206,18 @@ impl Router {
     fn next_ip_id(&mut self) -> u16 {
         self.ip_id = self.ip_id.wrapping_add(1);
         self.ip_id
+    }
+
+    /// Tell the sender of the IPv4 packet in `buf` (from a container of
+    /// `nc`) that it is too big for the next link, whose MTU is `mtu`
+    /// (RFC 1191), from the gateway address. False if no error could be
+    /// sent (not IPv4, suppressed, rate-limited).
+    pub fn frag_needed(&mut self, nc: &NetConfig, buf: &PacketBuf, mtu: u32, now: u64, st: &WorkerStats) -> bool {
+        let Ok(ip) = parse_ipv4(buf.frame()) else { return false };
+        let before = self.emit.len();
+        let kind = crate::nat::ErrorKind::FragNeeded { mtu: mtu.min(u32::from(u16::MAX)) as u16 };
+        self.send_error(From::Net(nc), buf, &ip, kind, now, st);
+        self.emit.len() > before
     }
 
     /// Queue an ARP request for `target` out of the uplink.

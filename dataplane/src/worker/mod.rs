@@ -10,9 +10,11 @@
 //!
 //! - `mod.rs` (this file): the thread, its poll loop and control messages;
 //! - [`process`]: one batch through the stages, and transmission;
-//! - [`handoff`]: frames handed to the worker that owns their flow.
+//! - [`handoff`]: frames handed to the worker that owns their flow;
+//! - `overlay.rs`: frames into and out of overlay tunnels.
 
 pub mod handoff;
+mod overlay;
 mod process;
 
 use std::io;
@@ -58,6 +60,13 @@ pub enum PortRole {
     Access(NetId),
     /// The uplink: routed, through NAT.
     Uplink,
+    /// An overlay tunnel's sockets (VXLAN or GRE): what it reads is
+    /// decapsulated and bridged into the network its VNI or key names.
+    Tunnel,
+    /// A remote VTEP of network `net`, reached through tunnel port
+    /// `tunnel`: a virtual port with no queue, which the MAC table can
+    /// point at; what is sent to it is encapsulated.
+    Vtep { net: NetId, tunnel: PortId, remote: std::net::Ipv4Addr },
 }
 
 /// Messages from the control plane to a worker.
@@ -81,7 +90,7 @@ pub enum Ctrl {
         port: PortId,
         role: PortRole,
         mtu: u32,
-        queue: PortQueue,
+        queue: Option<PortQueue>,
         done: Sender<io::Result<()>>,
     },
     RemovePort {
@@ -105,7 +114,8 @@ pub enum Ctrl {
 }
 
 struct WPort {
-    queue: PortQueue,
+    /// `None` for a virtual port (a remote VTEP).
+    queue: Option<PortQueue>,
     role: PortRole,
     mtu: u32,
     ready: bool,
@@ -115,6 +125,9 @@ struct WNet {
     fdb: Arc<Fdb>,
     /// Access ports, the flood list.
     ports: Vec<PortId>,
+    /// Remote VTEPs of an overlay network: floods go to each (head-end
+    /// replication).
+    vteps: Vec<PortId>,
     /// The gateway and policy; `None` for a network without a gateway.
     cfg: Option<Arc<NetConfig>>,
 }
@@ -150,6 +163,10 @@ pub(crate) struct Worker {
     /// Whether [`Worker::apply`] is working on the current batch (true) or
     /// on a frame outside it (hand-offs, frames that waited for ARP).
     in_batch: bool,
+    /// Decapsulated TCP segments on their way to one super-frame.
+    coalesce: overlay::Coalesce,
+    /// Headers of the segments of a super-frame cut before a tunnel.
+    segments: crate::overlay::gso::Segments,
     busy_poll: Duration,
     /// The largest frame handled since the worker last chose whether to spin.
     largest: usize,
@@ -191,6 +208,8 @@ impl Worker {
             to_wake: 0,
             deferred: Vec::with_capacity(BATCH),
             in_batch: false,
+            coalesce: overlay::Coalesce::new(),
+            segments: crate::overlay::gso::Segments::new(),
             busy_poll: Duration::from_micros(u64::from(s.busy_poll_us)),
             largest: 0,
         }
@@ -289,7 +308,7 @@ impl Worker {
             match msg {
                 Ctrl::Shutdown => return false,
                 Ctrl::AddNetwork { net, fdb, cfg, done } => {
-                    self.nets[net as usize] = Some(WNet { fdb, ports: Vec::new(), cfg });
+                    self.nets[net as usize] = Some(WNet { fdb, ports: Vec::new(), vteps: Vec::new(), cfg });
                     let _ = done.send(());
                 }
                 Ctrl::SetNetwork { net, cfg, done } => {
@@ -300,7 +319,7 @@ impl Worker {
                 }
                 Ctrl::RemoveNetwork { net, done } => {
                     if let Some(n) = self.nets[net as usize].take() {
-                        for p in n.ports {
+                        for p in n.ports.into_iter().chain(n.vteps) {
                             self.remove_port(p);
                         }
                     }
@@ -331,36 +350,46 @@ impl Worker {
         true
     }
 
-    fn add_port(&mut self, port: PortId, role: PortRole, mtu: u32, queue: PortQueue) -> io::Result<()> {
-        if let PortRole::Access(net) = role {
-            let Some(n) = self.nets.get_mut(net as usize).and_then(Option::as_mut) else {
+    fn add_port(&mut self, port: PortId, role: PortRole, mtu: u32, queue: Option<PortQueue>) -> io::Result<()> {
+        let member = match role {
+            PortRole::Access(net) | PortRole::Vtep { net, .. } => Some(net),
+            PortRole::Uplink | PortRole::Tunnel => None,
+        };
+        if let Some(net) = member {
+            if self.nets.get(net as usize).and_then(Option::as_ref).is_none() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "no such network in the dataplane"));
-            };
-            n.ports.push(port);
-        }
-        let fd = queue.as_raw_fd();
-        if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), Token(port as usize), Interest::READABLE) {
-            if let PortRole::Access(net) = role {
-                if let Some(n) = self.nets[net as usize].as_mut() {
-                    n.ports.retain(|&q| q != port);
-                }
             }
-            return Err(e);
+        }
+        if let Some(q) = &queue {
+            let fd = q.as_raw_fd();
+            self.poll.registry().register(&mut SourceFd(&fd), Token(port as usize), Interest::READABLE)?;
+        }
+        if let Some(n) = member.and_then(|net| self.nets[net as usize].as_mut()) {
+            match role {
+                PortRole::Vtep { .. } => n.vteps.push(port),
+                _ => n.ports.push(port),
+            }
         }
         // The queue may already hold frames (edge-triggered: no event for
         // those), so start with it on the ready list.
-        self.ports[port as usize] = Some(WPort { queue, role, mtu, ready: true });
-        self.ready.push(port);
+        let ready = queue.is_some();
+        self.ports[port as usize] = Some(WPort { queue, role, mtu, ready });
+        if ready {
+            self.ready.push(port);
+        }
         Ok(())
     }
 
     fn remove_port(&mut self, port: PortId) {
         if let Some(p) = self.ports[port as usize].take() {
-            let fd = p.queue.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            if let PortRole::Access(net) = p.role {
+            if let Some(q) = &p.queue {
+                let fd = q.as_raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            if let PortRole::Access(net) | PortRole::Vtep { net, .. } = p.role {
                 if let Some(n) = self.nets[net as usize].as_mut() {
                     n.ports.retain(|&q| q != port);
+                    n.vteps.retain(|&q| q != port);
                 }
             }
             self.ready.retain(|&q| q != port);
@@ -387,9 +416,9 @@ impl Worker {
     fn serve(&mut self, ingress: PortId) -> bool {
         let mut served = 0;
         while served < BUDGET {
-            let Some(port) = self.ports[ingress as usize].as_mut() else { return true };
+            let Some(queue) = self.ports[ingress as usize].as_mut().and_then(|p| p.queue.as_mut()) else { return true };
             let stats = &self.stats.workers[self.id];
-            let r = port.queue.recv_batch(ingress, &mut self.bufs, |reason| {
+            let r = queue.recv_batch(ingress, &mut self.bufs, |reason| {
                 stats.drop(reason);
                 stats.ports[ingress as usize].rx_dropped.inc();
             });

@@ -85,6 +85,12 @@ impl Worker {
                     }
                 }
             }
+            PortRole::Tunnel => {
+                pc.rx_bytes.add(bufs[..n].iter().map(|b| b.len() as u64).sum());
+                self.tunnel_input(ingress, n, now);
+                return;
+            }
+            PortRole::Vtep { .. } => return,
             PortRole::Uplink => {
                 let mut rx_bytes = 0;
                 for i in 0..n {
@@ -123,8 +129,8 @@ impl Worker {
                 frames[k] = bufs[slot].vnet_slice();
             }
             let pc = &stats.ports[port as usize];
-            if let Some(p) = ports.get_mut(port as usize).and_then(Option::as_mut) {
-                p.queue.send_many(&frames[..end - at], |k, ok| {
+            if let Some(q) = ports.get_mut(port as usize).and_then(Option::as_mut).and_then(|p| p.queue.as_mut()) {
+                q.send_many(&frames[..end - at], |k, ok| {
                     if ok {
                         pc.tx_packets.inc();
                         pc.tx_bytes.add(frames[k].len().saturating_sub(crate::wire::VNET_HDR_LEN) as u64);
@@ -154,12 +160,25 @@ impl Worker {
             }
             _ => {}
         }
+        if let Action::Forward(out) = action {
+            if matches!(
+                self.ports.get(out as usize).and_then(Option::as_ref).map(|p| p.role),
+                Some(PortRole::Vtep { .. })
+            ) {
+                return self.send_to_vtep(out, i, now);
+            }
+        }
         let stats = &self.stats.workers[self.id];
         match action {
             Action::Forward(_) | Action::Reply => {
                 let out = if let Action::Forward(p) = action { p } else { ingress };
                 let batchable = self.in_batch
-                    && self.ports.get(out as usize).and_then(Option::as_ref).is_some_and(|p| p.queue.caps().batch);
+                    && self
+                        .ports
+                        .get(out as usize)
+                        .and_then(Option::as_ref)
+                        .and_then(|p| p.queue.as_ref())
+                        .is_some_and(|q| q.caps().batch);
                 if batchable && self.deferred.len() < BATCH {
                     if fits_mtu(&self.ports, out, &self.bufs[i]) {
                         self.deferred.push((out, i));
@@ -185,6 +204,18 @@ impl Worker {
                         stats.drop(DropReason::IccBlocked);
                     }
                 }
+                if icc && !wnet.vteps.is_empty() {
+                    // Head-end replication: a copy to every remote VTEP.
+                    let n = wnet.vteps.len();
+                    self.flush_emit();
+                    for v in 0..n {
+                        let Some(vtep) = self.nets[net as usize].as_ref().and_then(|w| w.vteps.get(v).copied()) else {
+                            break;
+                        };
+                        self.send_to_vtep(vtep, i, now);
+                    }
+                    return;
+                }
             }
             Action::Pend(_) | Action::Handoff(_) | Action::Consumed | Action::Gateway => {}
             Action::Drop(reason) => {
@@ -192,7 +223,13 @@ impl Worker {
                 stats.ports[ingress as usize].rx_dropped.inc();
             }
         }
+        self.flush_emit();
+    }
+
+    /// Send what the router emitted besides the frames it was given.
+    fn flush_emit(&mut self) {
         if !self.router.emit.is_empty() {
+            let stats = &self.stats.workers[self.id];
             let Worker { router, ports, .. } = self;
             router.emit.drain(|port, b| transmit(ports, stats, port, b));
         }
@@ -354,7 +391,12 @@ pub(super) fn transmit(ports: &mut [Option<WPort>], stats: &WorkerStats, out: Po
         pc.tx_dropped.inc();
         return;
     }
-    match send(&mut port.queue, buf) {
+    let Some(queue) = port.queue.as_mut() else {
+        // A virtual port (a VTEP) is sent to through its tunnel, never here.
+        stats.drop(DropReason::TxError);
+        return;
+    };
+    match send(queue, buf) {
         Ok(()) => {
             pc.tx_packets.inc();
             pc.tx_bytes.add(buf.len() as u64);
