@@ -34,6 +34,9 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
     (&stream).write_all(line.as_bytes())?;
     let mut reply = String::new();
     BufReader::new(&stream).read_line(&mut reply)?;
+    if reply.is_empty() {
+        return Err(ClientError::BadReply("the daemon closed the connection without a reply".into()));
+    }
     let resp: Response = serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
     if resp.ok {
         Ok(resp.data.unwrap_or(serde_json::Value::Null))

@@ -29,7 +29,7 @@ pub(super) fn fdb(sock: &Path, json: bool, network: String) -> Result<(), String
 
 /// `tapnet stats`.
 pub(super) fn stats(sock: &Path, json: bool) -> Result<(), String> {
-    let (s, v): (api::StatsInfo, _) = call(sock, Request::Stats)?;
+    let (s, v): (api::StatsInfo, _) = call(sock, Request::Stats {})?;
     if json {
         print_json(&v);
         return Ok(());
@@ -60,7 +60,7 @@ pub(super) fn stats(sock: &Path, json: bool) -> Result<(), String> {
 
 /// `tapnet conntrack`.
 pub(super) fn conntrack(sock: &Path, json: bool) -> Result<(), String> {
-    let (c, v): (api::ConntrackInfo, _) = call(sock, Request::Conntrack)?;
+    let (c, v): (api::ConntrackInfo, _) = call(sock, Request::Conntrack {})?;
     if json {
         print_json(&v);
         return Ok(());

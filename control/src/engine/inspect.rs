@@ -1,33 +1,35 @@
-//! What the engine shows: a network's MAC table and the dataplane's
-//! counters, by port, drop reason, network and worker.
+//! What a [`View`] shows of the dataplane, live: a network's MAC table,
+//! the connection table and the counters, by port, drop reason, network
+//! and worker.
 
 use std::collections::BTreeMap;
 
 use dataplane::port::PortId;
 use hashbrown::HashMap;
 
-use super::{Engine, EngineError, Result};
+use super::{Engine, EngineError, Result, View};
 use crate::api::{ConntrackInfo, ConntrackRow, FdbInfo, FdbRow, PortStats, StatsInfo, WorkerInfo};
 
-impl Engine {
+impl View {
     /// Every port's name (`container:interface`, `uplink:IFACE`) and
     /// network.
     fn port_names(&self) -> HashMap<PortId, (String, String)> {
         let mut m: HashMap<PortId, (String, String)> = self
+            .state
             .containers
-            .iter()
-            .flat_map(|(cn, c)| {
-                c.endpoints.iter().map(move |e| (e.port, (format!("{cn}:{}", e.ifname), e.network.clone())))
+            .values()
+            .flat_map(|c| {
+                c.networks.iter().map(move |e| (e.port, (format!("{}:{}", c.name, e.interface), e.network.clone())))
             })
             .collect();
-        if let Some(u) = &self.uplink {
-            m.insert(u.cfg.port, (format!("uplink:{}", u.link), String::new()));
+        if let Some((port, name)) = &self.uplink {
+            m.insert(*port, (name.clone(), String::new()));
         }
         m
     }
 
     pub fn fdb(&self, net: &str) -> Result<FdbInfo> {
-        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let n = self.state.networks.get(net).ok_or_else(|| EngineError::no_network(net))?;
         let names = self.port_names();
         let now = self.dp.now_ms();
         let entries = n
@@ -73,6 +75,7 @@ impl Engine {
         ports.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
         let drops = st.drops().into_iter().map(|(r, v)| (r.name().to_string(), v)).collect();
         let networks: BTreeMap<String, BTreeMap<String, u64>> = self
+            .state
             .networks
             .iter()
             .map(|(name, n)| {
@@ -120,6 +123,28 @@ impl Engine {
             })
             .collect();
         entries.sort_by(|a, b| (&a.protocol, &a.original).cmp(&(&b.protocol, &b.original)));
-        Ok(ConntrackInfo { entries, max: self.cfg.conntrack_max })
+        Ok(ConntrackInfo { entries, max: self.conntrack_max })
+    }
+}
+
+impl Engine {
+    pub fn fdb(&self, net: &str) -> Result<FdbInfo> {
+        self.view().fdb(net)
+    }
+
+    pub fn stats(&self) -> StatsInfo {
+        self.view().stats()
+    }
+
+    pub fn conntrack(&self) -> Result<ConntrackInfo> {
+        self.view().conntrack()
+    }
+
+    /// Expire old MAC entries; the daemon calls this about once a second.
+    pub fn sweep(&self) {
+        let now = self.dp.now_ms();
+        for n in self.networks.values() {
+            n.fdb.sweep(now);
+        }
     }
 }

@@ -10,8 +10,8 @@ use dataplane::stats::NetId;
 use dataplane::wire::MacAddr;
 
 use super::ids::check_name;
-use super::{Engine, EngineError, Result};
-use crate::api::{NetworkEndpoint, NetworkInfo, NetworkSpec};
+use super::{name_list, Engine, EngineError, Result};
+use crate::api::{NetworkInfo, NetworkSpec};
 use crate::ipam::{mac_for, parse_addr, Ipam, Subnet};
 
 pub(super) struct Network {
@@ -88,63 +88,25 @@ impl Engine {
             self.net_ids.release(n.net);
             return Err(e);
         }
+        self.publish_network(name);
         self.network_inspect(name)
-    }
-
-    pub fn network_ls(&self) -> Vec<NetworkInfo> {
-        let mut names: Vec<&String> = self.networks.keys().collect();
-        names.sort();
-        names.into_iter().filter_map(|n| self.network_inspect(n).ok()).collect()
-    }
-
-    pub fn network_inspect(&self, name: &str) -> Result<NetworkInfo> {
-        let n = self.networks.get(name).ok_or_else(|| EngineError::NoNetwork(name.into()))?;
-        let prefix = n.ipam.subnet().prefix;
-        let mut containers: Vec<NetworkEndpoint> = self
-            .containers
-            .iter()
-            .flat_map(|(cn, c)| {
-                c.endpoints.iter().filter(|e| e.network == name).map(move |e| NetworkEndpoint {
-                    container: cn.clone(),
-                    interface: e.ifname.clone(),
-                    mac_address: e.mac.to_string(),
-                    ipv4_address: format!("{}/{}", e.addr, prefix),
-                    port: e.port,
-                })
-            })
-            .collect();
-        containers.sort_by(|a, b| a.container.cmp(&b.container));
-        Ok(NetworkInfo {
-            name: name.into(),
-            id: n.id.clone(),
-            driver: "tapnet-bridge".into(),
-            subnet: n.ipam.subnet().to_string(),
-            gateway: n.ipam.gateway().to_string(),
-            mtu: n.mtu,
-            fdb_max: n.fdb.capacity(),
-            fdb_ageing: n.fdb.ageing_ms() / 1000,
-            masquerade: n.masquerade,
-            internal: n.internal,
-            icc: n.icc,
-            containers,
-        })
     }
 
     pub fn network_rm(&mut self, name: &str) -> Result<()> {
         if !self.networks.contains_key(name) {
-            return Err(EngineError::NoNetwork(name.into()));
+            return Err(EngineError::no_network(name));
         }
-        let mut users: Vec<String> = self
+        let users: Vec<String> = self
             .containers
             .iter()
             .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == name))
             .map(|(n, _)| n.clone())
             .collect();
         if !users.is_empty() {
-            users.sort();
-            return Err(EngineError::NetworkInUse(name.into(), users.join(", ")));
+            return Err(EngineError::NetworkInUse(name.into(), name_list(users)));
         }
         let n = self.networks.remove(name).expect("checked above");
+        self.publish_network(name);
         self.dp.remove_network(n.net)?;
         self.net_ids.release(n.net);
         self.sync_router()
