@@ -131,6 +131,14 @@ impl FromStr for Subnet {
     }
 }
 
+/// Refuse a subnet that overlaps one of the [`RESERVED`] ranges.
+pub fn check_usable(subnet: &Subnet) -> Result<(), IpamError> {
+    match RESERVED.iter().find(|(r, _)| r.overlaps(subnet)) {
+        Some(&(range, what)) => Err(IpamError::ReservedRange { subnet: *subnet, range, what }),
+        None => Ok(()),
+    }
+}
+
 /// Parse a dotted-quad IPv4 address with a one-line error.
 pub fn parse_addr(s: &str) -> Result<Ipv4Addr, IpamError> {
     s.parse().map_err(|_| IpamError::BadAddr(cut(s)))
@@ -154,9 +162,7 @@ pub struct Ipam {
 impl Ipam {
     /// A pool for `subnet` with `gateway` (default: the first host).
     pub fn new(subnet: Subnet, gateway: Option<Ipv4Addr>) -> Result<Ipam, IpamError> {
-        if let Some(&(range, what)) = RESERVED.iter().find(|(r, _)| r.overlaps(&subnet)) {
-            return Err(IpamError::ReservedRange { subnet, range, what });
-        }
+        check_usable(&subnet)?;
         let gw = gateway.unwrap_or_else(|| subnet.first_host());
         let ipam = Ipam { subnet, gateway: gw, taken: BTreeSet::new() };
         ipam.check_host(gw)?;

@@ -223,6 +223,9 @@ impl Server {
                     self.backoff = BACKOFF_MIN;
                     self.told = false;
                     self.add(stream);
+                    if self.reserve.is_none() {
+                        self.reserve = reserve_fd();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

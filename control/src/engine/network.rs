@@ -39,6 +39,7 @@ impl Engine {
             return Err(EngineError::NetworkExists(name.into()));
         }
         let subnet: Subnet = subnet.parse()?;
+        crate::ipam::check_usable(&subnet)?;
         if let Some((other, n)) = self.networks.iter().find(|(_, n)| n.ipam.subnet().overlaps(&subnet)) {
             return Err(EngineError::Overlap(subnet, other.clone(), n.ipam.subnet()));
         }
