@@ -120,8 +120,16 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     let (replies, replies_rx) =
         work::Replies::new(server::Server::waker(&poll).map_err(ioe("create waker", Path::new("API")))?);
     let threads = work::start(engine, shared.clone(), state_file, replies, limits::READERS).map_err(spawn_err)?;
-    let srv = server::Server::new(listener, reserve, shared.clone(), threads.dispatch(), replies_rx, poll)
-        .map_err(ioe("listen", &opts.socket))?;
+    let srv = server::Server::new(
+        server::Limits::DAEMON,
+        listener,
+        reserve,
+        shared.clone(),
+        threads.dispatch(),
+        replies_rx,
+        poll,
+    )
+    .map_err(ioe("listen", &opts.socket))?;
     std::thread::Builder::new()
         .name("tapnet-api".into())
         .spawn(move || srv.run())

@@ -21,7 +21,9 @@
 //!   arrives, holding at most one read's worth of it;
 //! - make the daemon buffer without end: while a request is served or its
 //!   reply not yet taken, the daemon reads nothing more from that
-//!   connection, so the client's writes block instead.
+//!   connection, so the client's writes block instead;
+//! - keep the server to itself: a connection is read [`READ_TURN`] bytes
+//!   at a time, then the others get their turn.
 //!
 //! When accepting fails because the daemon is out of file descriptors, it
 //! first closes the connection idle the longest, if there is one, and
@@ -33,7 +35,7 @@
 //! clients waiting would otherwise make epoll report it ready again and
 //! again (the old accept loop spun at 100% CPU). The episode is logged once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -57,11 +59,26 @@ const WAKER: Token = Token(usize::MAX);
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one connection before the others get a turn.
+pub(super) const READ_TURN: usize = 16 * READ_CHUNK;
 /// A connection's buffers are given back to the allocator when they have
 /// grown beyond this.
 const KEEP_CAPACITY: usize = 64 * 1024;
-/// How often idle connections are looked for.
+/// How often idle connections are looked for (at most).
 const TICK: Duration = Duration::from_secs(1);
+
+/// What a client may use (see the module's documentation).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) connections: usize,
+    pub(super) request: usize,
+    pub(super) idle: Duration,
+}
+
+impl Limits {
+    /// The daemon's: `limits.rs`.
+    pub(super) const DAEMON: Limits = Limits { connections: MAX_CONNECTIONS, request: MAX_REQUEST, idle: IDLE_TIMEOUT };
+}
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -112,9 +129,12 @@ enum Step {
     /// Closed.
     Gone,
     Again,
+    /// Read its turn's worth: more later.
+    Yield,
 }
 
 pub(super) struct Server {
+    limits: Limits,
     poll: Poll,
     listener: UnixListener,
     conns: Vec<Option<Conn>>,
@@ -131,6 +151,10 @@ pub(super) struct Server {
     backoff: Duration,
     /// Out of descriptors already said in the log for this episode.
     told: bool,
+    /// Connections that used their turn with data still to read.
+    turns: VecDeque<(usize, u64)>,
+    /// Bytes read in the current turn.
+    turn_bytes: usize,
     scratch: Vec<u8>,
     shared: Arc<Shared>,
     dispatch: Dispatch,
@@ -139,6 +163,7 @@ pub(super) struct Server {
 
 impl Server {
     pub(super) fn new(
+        limits: Limits,
         listener: std::os::unix::net::UnixListener,
         reserve: Option<File>,
         shared: Arc<Shared>,
@@ -150,6 +175,7 @@ impl Server {
         let mut listener = UnixListener::from_std(listener);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Server {
+            limits,
             poll,
             listener,
             conns: Vec::new(),
@@ -162,6 +188,8 @@ impl Server {
             paused: None,
             backoff: BACKOFF_MIN,
             told: false,
+            turns: VecDeque::new(),
+            turn_bytes: 0,
             scratch: vec![0; READ_CHUNK],
             shared,
             dispatch,
@@ -177,12 +205,16 @@ impl Server {
     /// Serve until the process ends.
     pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut next_tick = Instant::now() + TICK;
+        let tick = TICK.min(self.limits.idle / 2);
+        let mut next_tick = Instant::now() + tick;
         loop {
             let now = Instant::now();
             let mut until = next_tick;
             if let Some(p) = self.paused {
                 until = until.min(p);
+            }
+            if !self.turns.is_empty() {
+                until = now;
             }
             if let Err(e) = self.poll.poll(&mut events, Some(until.saturating_duration_since(now))) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -202,6 +234,13 @@ impl Server {
             while let Ok((conn, line)) = self.replies.try_recv() {
                 self.answered(conn, line);
             }
+            // One more turn for each connection that had data left.
+            for _ in 0..self.turns.len() {
+                let Some((slot, gen)) = self.turns.pop_front() else { break };
+                if self.conns.get(slot).and_then(Option::as_ref).is_some_and(|c| c.gen == gen) {
+                    self.drive(slot);
+                }
+            }
             let now = Instant::now();
             if self.paused.is_some_and(|p| now >= p) {
                 self.paused = None;
@@ -209,7 +248,7 @@ impl Server {
             }
             if now >= next_tick {
                 self.expire(now);
-                next_tick = now + TICK;
+                next_tick = now + tick;
             }
         }
     }
@@ -281,11 +320,10 @@ impl Server {
     }
 
     fn add(&mut self, mut stream: UnixStream) {
-        if self.live >= MAX_CONNECTIONS
-            && !self.evict(&format!("the daemon has too many connections (at most {MAX_CONNECTIONS})"))
-        {
+        let max = self.limits.connections;
+        if self.live >= max && !self.evict(&format!("the daemon has too many connections (at most {max})")) {
             // Every connection has a request being served.
-            let msg = format!("the daemon has too many connections (at most {MAX_CONNECTIONS}) busy; try again");
+            let msg = format!("the daemon has too many connections (at most {max}) busy; try again");
             let _ = stream.write(&reply_line(Err(msg)));
             return;
         }
@@ -341,14 +379,14 @@ impl Server {
         true
     }
 
-    /// Close connections idle for [`IDLE_TIMEOUT`].
+    /// Close connections idle for longer than allowed.
     fn expire(&mut self, now: Instant) {
         while let Some((_, &slot)) = self.idle.first_key_value() {
             let Some(c) = self.conns[slot].as_mut() else { break };
-            if now.duration_since(c.last) < IDLE_TIMEOUT {
+            if now.duration_since(c.last) < self.limits.idle {
                 break;
             }
-            let msg = format!("idle for {} s: closing this connection", IDLE_TIMEOUT.as_secs());
+            let msg = format!("idle for {:?}: closing this connection", self.limits.idle);
             let _ = c.stream.write(&reply_line(Err(msg)));
             self.close(slot);
         }
@@ -377,13 +415,20 @@ impl Server {
         self.drive(conn.slot);
     }
 
-    /// Move connection `slot` on as far as it goes: write what it is owed,
-    /// then take its next request, reading more if need be.
+    /// Move connection `slot` on as far as it goes in one turn: write what
+    /// it is owed, then take its next request, reading more if need be.
     fn drive(&mut self, slot: usize) {
+        self.turn_bytes = 0;
         loop {
             match self.step(slot) {
                 Step::Again => {}
                 Step::Wait | Step::Gone => return,
+                Step::Yield => {
+                    if let Some(c) = self.conns[slot].as_ref() {
+                        self.turns.push_back((slot, c.gen));
+                    }
+                    return;
+                }
             }
         }
     }
@@ -427,29 +472,33 @@ impl Server {
                 c.inbuf.shrink_to(KEEP_CAPACITY);
             }
             let line = &line[..line.len() - 1];
-            if line.len() > MAX_REQUEST {
-                c.out.extend_from_slice(&reply_line(Err(too_long())));
+            if line.len() > self.limits.request {
+                c.out.extend_from_slice(&reply_line(Err(too_long(self.limits.request))));
                 return Step::Again;
             }
             self.request(slot, line);
             return Step::Again;
         }
         c.scanned = c.inbuf.len();
-        if c.inbuf.len() > MAX_REQUEST {
+        if c.inbuf.len() > self.limits.request {
             // Answer now, skip the rest of the line as it comes.
             c.inbuf = Vec::new();
             c.scanned = 0;
             c.skipping = true;
-            c.out.extend_from_slice(&reply_line(Err(too_long())));
+            c.out.extend_from_slice(&reply_line(Err(too_long(self.limits.request))));
             return Step::Again;
         }
-        // 3. Read more.
+        // 3. Read more, unless this turn is over.
+        if self.turn_bytes >= READ_TURN {
+            return Step::Yield;
+        }
         match c.stream.read(&mut self.scratch) {
             Ok(0) => {
                 self.close(slot);
                 Step::Gone
             }
             Ok(n) => {
+                self.turn_bytes += n;
                 let mut data = &self.scratch[..n];
                 if c.skipping {
                     match data.iter().position(|&b| b == b'\n') {
@@ -498,11 +547,148 @@ impl Server {
     }
 }
 
-fn too_long() -> String {
-    format!("bad request: longer than {MAX_REQUEST} bytes (the limit); it was skipped")
+fn too_long(limit: usize) -> String {
+    format!("bad request: longer than {limit} bytes (the limit); it was skipped")
 }
 
 /// Accepting failed for want of a descriptor or the memory for one.
 fn is_fd_shortage(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream as Client;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::super::work::{self, Replies, Workers};
+    use super::*;
+    use crate::engine::{Engine, EngineConfig};
+
+    /// A server with small limits on a socket of its own, in front of an
+    /// engine with no container (no root needed). Its thread is left
+    /// running when the test ends.
+    struct TestServer {
+        dir: PathBuf,
+        socket: PathBuf,
+        shared: Arc<Shared>,
+        threads: Option<Workers>,
+    }
+
+    impl TestServer {
+        fn start(limits: Limits) -> TestServer {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("tapnet-server-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let socket = dir.join("api.sock");
+            let listener = bind(&socket).unwrap();
+            let engine = Engine::new(EngineConfig { workers: 1, pin: false, ..EngineConfig::default() }).unwrap();
+            let shared = Arc::new(Shared::new(engine.view()));
+            let poll = Poll::new().unwrap();
+            let (replies, rx) = Replies::new(Server::waker(&poll).unwrap());
+            let threads = work::start(engine, shared.clone(), dir.join("namespaces.json"), replies, 1).unwrap();
+            let srv =
+                Server::new(limits, listener, reserve_fd(), shared.clone(), threads.dispatch(), rx, poll).unwrap();
+            std::thread::spawn(move || srv.run());
+            TestServer { dir, socket, shared, threads: Some(threads) }
+        }
+
+        fn connect(&self) -> (Client, BufReader<Client>) {
+            let c = Client::connect(&self.socket).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let r = BufReader::new(c.try_clone().unwrap());
+            (c, r)
+        }
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            self.shared.stop();
+            if let Some(t) = self.threads.take() {
+                t.stop();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn line(r: &mut BufReader<Client>) -> String {
+        let mut s = String::new();
+        r.read_line(&mut s).unwrap();
+        s
+    }
+
+    const SMALL: Limits = Limits { connections: 3, request: 100, idle: Duration::from_millis(400) };
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_and_lines_may_come_in_pieces() {
+        let s = TestServer::start(Limits::DAEMON);
+        let (mut c, mut r) = s.connect();
+        c.write_all(b"{\"op\":\"version\"}\n{\"op\":\"network_ls\"}\n{\"op\":\"nope\"}\n\n").unwrap();
+        assert!(line(&mut r).contains("\"version\""));
+        assert_eq!(line(&mut r), "{\"ok\":true,\"data\":[]}\n");
+        assert!(line(&mut r).contains("unknown variant `nope`"));
+        assert!(line(&mut r).contains("empty line"));
+        for piece in [&b"{\"op\":"[..], b"\"container_inspect\",", b"\"name\":\"x\"}\r\n"] {
+            c.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(line(&mut r), "{\"ok\":false,\"error\":\"no such container: x\"}\n");
+    }
+
+    #[test]
+    fn an_overlong_line_is_answered_at_once_and_skipped() {
+        let s = TestServer::start(SMALL);
+        let (mut c, mut r) = s.connect();
+        c.write_all(&[b'x'; 150]).unwrap();
+        // Answered before the line even ends.
+        assert!(line(&mut r).contains("longer than 100 bytes"));
+        c.write_all(&[b'y'; 5000]).unwrap();
+        c.write_all(b"\n{\"op\":\"network_ls\"}\n").unwrap();
+        assert_eq!(line(&mut r), "{\"ok\":true,\"data\":[]}\n");
+        // A line the size of the limit is fine.
+        let mut req = b"{\"op\":\"network_inspect\",\"name\":\"".to_vec();
+        req.resize(98, b'n');
+        req.extend_from_slice(b"\"}\n");
+        c.write_all(&req).unwrap();
+        assert!(line(&mut r).contains("no such network"));
+    }
+
+    #[test]
+    fn at_the_connection_limit_the_one_idle_the_longest_goes() {
+        let s = TestServer::start(Limits { idle: Duration::from_secs(60), ..SMALL });
+        let (mut a, mut ar) = s.connect();
+        let (_b, mut br) = s.connect();
+        let (_c, _cr) = s.connect();
+        // a is answered last, so b is now the one idle the longest.
+        a.write_all(b"{\"op\":\"version\"}\n").unwrap();
+        assert!(line(&mut ar).contains("\"ok\":true"));
+        let (mut d, mut dr) = s.connect();
+        assert!(line(&mut br).contains("too many connections (at most 3)"));
+        assert_eq!(line(&mut br), "", "b is closed");
+        for (x, xr) in [(&mut a, &mut ar), (&mut d, &mut dr)] {
+            x.write_all(b"{\"op\":\"version\"}\n").unwrap();
+            assert!(line(xr).contains("\"ok\":true"));
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_is_closed_and_told_why() {
+        let s = TestServer::start(SMALL);
+        let (_idle, mut ir) = s.connect();
+        let (mut busy, mut br) = s.connect();
+        let t0 = Instant::now();
+        // One request every 100 ms keeps a connection open.
+        while t0.elapsed() < Duration::from_millis(900) {
+            busy.write_all(b"{\"op\":\"version\"}\n").unwrap();
+            assert!(line(&mut br).contains("\"ok\":true"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(line(&mut ir), "{\"ok\":false,\"error\":\"idle for 400ms: closing this connection\"}\n");
+        assert_eq!(line(&mut ir), "");
+        busy.write_all(b"{\"op\":\"version\"}\n").unwrap();
+        assert!(line(&mut br).contains("\"ok\":true"));
+    }
 }
