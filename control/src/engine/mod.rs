@@ -321,18 +321,19 @@ impl Engine {
     /// returns the problems met on the way.
     ///
     /// Everything goes at once rather than one `container rm` at a time,
-    /// which took 9 to 23 s for 200 containers. The cost is in the kernel:
-    /// a TAP is unregistered when its last queue closes, and each
-    /// unregistration waits for an RCU barrier (10 to 60 ms on a busy
-    /// 2-core machine). The dataplane's workers close their queues one
-    /// after the other; closed from many threads at once, the barriers
-    /// overlap. So the engine takes a duplicate of every TAP queue's
+    /// which took 9 to 23 s for 200 containers. The cost is in the kernel,
+    /// and mostly waiting: a TAP is unregistered when its last queue
+    /// closes, and each unregistration waits for an RCU barrier (10 to
+    /// 60 ms on a busy 2-core machine); each unmount of a namespace waits
+    /// for an RCU grace period. Done from many threads at once, the waits
+    /// overlap. The dataplane's workers close their queues one after the
+    /// other, so the engine takes a duplicate of every TAP queue's
     /// descriptor while the dataplane still owns it, deletes every
     /// namespace (each lives on until its TAP's queues close: they are
     /// sockets of that namespace), stops the dataplane (whose closes now
-    /// release nothing) and closes the duplicates from [`CLOSERS`] threads.
-    /// A queue it cannot duplicate (out of descriptors) is released by the
-    /// dataplane, only more slowly.
+    /// release nothing) and closes the duplicates; both from
+    /// [`TEARDOWN_THREADS`] threads. A queue it cannot duplicate (out of
+    /// descriptors) is released by the dataplane, only more slowly.
     pub fn shutdown(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
         let dups: Vec<OwnedFd> = self
@@ -351,15 +352,12 @@ impl Engine {
                 (d >= 0).then(|| unsafe { OwnedFd::from_raw_fd(d) })
             })
             .collect();
-        let mut owned: Vec<String> =
+        let owned: Vec<String> =
             self.containers.iter().filter(|(_, c)| c.owns_sandbox).map(|(n, _)| n.clone()).collect();
-        owned.sort();
-        for n in &owned {
-            crate::hosts::remove(n);
-            if let Err(e) = crate::sandbox::delete(n) {
-                errors.push(format!("container {n}: {e}"));
-            }
-        }
+        errors.extend(in_parallel(owned, |n| {
+            crate::hosts::remove(&n);
+            crate::sandbox::delete(&n).err().map(|e| format!("container {n}: {e}"))
+        }));
         self.containers.clear();
         self.networks.clear();
         self.published = Published::default();
@@ -372,27 +370,40 @@ impl Engine {
             // last one goes.
             None => errors.push("dataplane: still in use by a reader; it stops when released".into()),
         }
-        close_in_parallel(dups);
+        in_parallel(dups, |fd| {
+            drop(fd);
+            None
+        });
         errors
     }
 }
 
-/// Threads that close TAP queues at shutdown (see [`Engine::shutdown`]):
-/// they mostly wait in the kernel, so more than there are cores.
-pub const CLOSERS: usize = 32;
+/// Threads that tear down at shutdown (see [`Engine::shutdown`]): they
+/// mostly wait in the kernel, so many more than there are cores.
+pub const TEARDOWN_THREADS: usize = 32;
 
-/// Close `fds` from up to [`CLOSERS`] threads at once.
-fn close_in_parallel(fds: Vec<OwnedFd>) {
-    let per = fds.len().div_ceil(CLOSERS).max(1);
-    let mut fds = fds;
-    std::thread::scope(|s| {
-        while !fds.is_empty() {
-            let chunk: Vec<OwnedFd> = fds.drain(..per.min(fds.len())).collect();
-            if std::thread::Builder::new().name("tapnet-close".into()).spawn_scoped(s, move || drop(chunk)).is_err() {
-                // No thread: the chunk was dropped (closed) here.
-            }
+/// Apply `f` to every item of `items`, from up to [`TEARDOWN_THREADS`]
+/// threads at once (this one included, so all of it is done even if no
+/// thread can be made); returns what `f` returned that was not `None`.
+fn in_parallel<T: Send>(items: Vec<T>, f: impl Fn(T) -> Option<String> + Sync) -> Vec<String> {
+    let n = items.len();
+    let queue = std::sync::Mutex::new(items);
+    let out = std::sync::Mutex::new(Vec::new());
+    let work = || loop {
+        let Some(item) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else { return };
+        if let Some(e) = f(item) {
+            out.lock().unwrap_or_else(|p| p.into_inner()).push(e);
         }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..TEARDOWN_THREADS.min(n) {
+            let _ = std::thread::Builder::new().name("tapnet-teardown".into()).spawn_scoped(s, work);
+        }
+        work();
     });
+    let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.sort();
+    out
 }
 
 impl Drop for Engine {
@@ -400,5 +411,32 @@ impl Drop for Engine {
         if !self.containers.is_empty() || !self.networks.is_empty() || self.uplink.is_some() {
             self.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_work_is_all_done_and_its_errors_kept() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let errs = in_parallel((0..100).collect(), |i: u32| {
+            seen.lock().unwrap().push(i);
+            (i % 10 == 3).then(|| format!("item {i:02}"))
+        });
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert_eq!(errs, (0..10).map(|k| format!("item {:02}", k * 10 + 3)).collect::<Vec<_>>());
+        assert!(in_parallel(Vec::<u32>::new(), |_| Some("never".into())).is_empty());
+    }
+
+    #[test]
+    fn long_name_lists_are_cut() {
+        assert_eq!(name_list(vec!["b".into(), "a".into()]), "a, b");
+        let many: Vec<String> = (0..500).map(|i| format!("c{i:03}")).collect();
+        let s = name_list(many);
+        assert!(s.starts_with("c000, c001,") && s.ends_with(" and 492 more"), "{s}");
     }
 }
