@@ -25,10 +25,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Threads serving reads from the published view.
 pub const READERS: usize = 2;
 
-/// Descriptors the daemon needs besides containers' queues and API
-/// connections (its own sockets, epoll and event fds, netlink sockets and
-/// namespace files opened while a change is made), with a margin.
-pub const BASE_FDS: u64 = 64;
+/// Descriptors the daemon needs besides containers' queues, API
+/// connections and its workers' pollers (its own sockets and files, and
+/// the netlink sockets and namespace files a change opens for a moment),
+/// with a margin.
+pub const BASE_FDS: u64 = 32;
+
+/// Descriptors each worker holds besides its queues: its poller and waker.
+pub const FDS_PER_WORKER: u64 = 2;
 
 /// The soft and hard `RLIMIT_NOFILE`.
 pub fn nofile() -> io::Result<(u64, u64)> {
@@ -57,12 +61,14 @@ pub fn raise_nofile() -> io::Result<u64> {
 
 /// How many container interfaces (ports) a daemon with `workers` workers
 /// and a soft `RLIMIT_NOFILE` of `nofile` can hold: each takes one
-/// descriptor per worker, after the API's connections and the daemon's
-/// own; and the dataplane has [`dataplane::stats::MAX_PORTS`] port ids,
-/// one of them taken by an uplink if there is one.
+/// descriptor per worker, after the daemon's own, its workers', the API's
+/// connections and the uplink's; and the dataplane has
+/// [`dataplane::stats::MAX_PORTS`] port ids, one of them taken by an
+/// uplink if there is one.
 pub fn max_ports(nofile: u64, workers: usize, uplink: bool) -> usize {
     let workers = workers.max(1) as u64;
-    let spare = nofile.saturating_sub(BASE_FDS + MAX_CONNECTIONS as u64 + if uplink { workers } else { 0 });
+    let own = BASE_FDS + FDS_PER_WORKER * workers + MAX_CONNECTIONS as u64 + if uplink { workers } else { 0 };
+    let spare = nofile.saturating_sub(own);
     let ids = dataplane::stats::MAX_PORTS - usize::from(uplink);
     ids.min((spare / workers) as usize)
 }
@@ -78,8 +84,9 @@ mod tests {
         assert_eq!(max_ports(1 << 20, 2, true), 1023);
         // ... the descriptors with the common default of 1024, or with
         // many workers.
-        assert_eq!(max_ports(1024, 2, false), (1024 - 64 - 256) / 2);
-        assert_eq!(max_ports(65536, 64, false), (65536 - 64 - 256) / 64);
+        assert_eq!(max_ports(1024, 2, false), (1024 - 32 - 4 - 256) / 2);
+        assert_eq!(max_ports(65536, 64, false), (65536 - 32 - 128 - 256) / 64);
+        assert_eq!(max_ports(65536, 64, true), (65536 - 32 - 128 - 256 - 64) / 64);
         assert_eq!(max_ports(100, 2, false), 0);
     }
 
@@ -90,5 +97,15 @@ mod tests {
         let (_, hard) = nofile().unwrap();
         assert_eq!(raise_nofile().unwrap(), hard);
         assert_eq!(nofile().unwrap().0, hard);
+    }
+
+    /// The figures of the README's "Limits" table, checked.
+    #[test]
+    fn readme_table() {
+        let row = |nofile| [2, 8, 64].map(|w| max_ports(nofile, w, false));
+        assert_eq!(row(1024), [366, 90, 9]);
+        assert_eq!(row(4096), [1024, 474, 57]);
+        assert_eq!(row(20_000), [1024, 1024, 306]);
+        assert_eq!(row(524_288), [1024, 1024, 1024]);
     }
 }
