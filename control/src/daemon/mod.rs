@@ -59,6 +59,9 @@ pub enum DaemonError {
     /// A dataplane worker stopped; everything was torn down.
     #[error("{0}; removed every container and network")]
     WorkerDied(WorkerExit),
+    /// The API server's thread stopped; everything was torn down.
+    #[error("the API server stopped: {0}; removed every container and network")]
+    ApiDied(String),
 }
 
 fn ioe<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(io::Error) -> DaemonError + 'a {
@@ -80,12 +83,15 @@ pub struct DaemonOpts {
 enum Stop {
     Signal(i32),
     Worker(WorkerExit),
+    /// The API server's thread ended (it only ends by a panic).
+    Api(String),
 }
 
-/// Wait for a signal (relayed by a thread) or a worker that stopped.
-fn wait_for_stop(signals: &Receiver<i32>, exits: &Receiver<WorkerExit>) -> Stop {
+/// Wait for a signal or the end of the API server (`stops`, sent by the
+/// threads that relay them), or a worker that stopped.
+fn wait_for_stop(stops: &Receiver<Stop>, exits: &Receiver<WorkerExit>) -> Stop {
     select! {
-        recv(signals) -> s => Stop::Signal(s.unwrap_or(SIGTERM)),
+        recv(stops) -> s => s.unwrap_or(Stop::Signal(SIGTERM)),
         recv(exits) -> e => Stop::Worker(e.unwrap_or_else(|_| WorkerExit {
             worker: 0,
             reason: "every worker has stopped".into(),
@@ -130,16 +136,25 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
         poll,
     )
     .map_err(ioe("listen", &opts.socket))?;
+    let (stop_tx, stops) = crossbeam_channel::bounded(4);
+    let api_stop = stop_tx.clone();
     std::thread::Builder::new()
         .name("tapnet-api".into())
-        .spawn(move || srv.run())
+        .spawn(move || {
+            // The server runs until the process ends: if it returns, it
+            // panicked (the panic hook has printed where).
+            let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| srv.run())) {
+                Ok(()) => "it returned".to_string(),
+                Err(p) => work::panic_text(&*p),
+            };
+            let _ = api_stop.send(Stop::Api(why));
+        })
         .map_err(ioe("spawn", Path::new("API server")))?;
-    let (sig_tx, sig_rx) = crossbeam_channel::bounded(4);
     std::thread::Builder::new()
         .name("tapnet-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                if sig_tx.send(sig).is_err() {
+                if stop_tx.send(Stop::Signal(sig)).is_err() {
                     return;
                 }
             }
@@ -153,10 +168,11 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
         std::process::id(),
         limits::max_ports(nofile, workers, opts.engine.uplink.is_some()),
     );
-    let stop = wait_for_stop(&sig_rx, &exits);
+    let stop = wait_for_stop(&stops, &exits);
     match &stop {
         Stop::Signal(sig) => eprintln!("tapnet: signal {sig}, removing every container and network"),
         Stop::Worker(e) => eprintln!("tapnet: {e}; removing every container and network"),
+        Stop::Api(why) => eprintln!("tapnet: the API server stopped ({why}); removing every container and network"),
     }
     shared.stop();
     for e in threads.stop() {
@@ -166,6 +182,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     match stop {
         Stop::Signal(_) => Ok(()),
         Stop::Worker(e) => Err(DaemonError::WorkerDied(e)),
+        Stop::Api(why) => Err(DaemonError::ApiDied(why)),
     }
 }
 
@@ -177,8 +194,10 @@ mod tests {
     fn a_dead_worker_stops_the_daemon_like_a_signal() {
         let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
-        sig_tx.send(SIGINT).unwrap();
+        sig_tx.send(Stop::Signal(SIGINT)).unwrap();
         assert_eq!(wait_for_stop(&sig_rx, &exit_rx), Stop::Signal(SIGINT));
+        sig_tx.send(Stop::Api("boom".into())).unwrap();
+        assert_eq!(wait_for_stop(&sig_rx, &exit_rx), Stop::Api("boom".into()));
         let e = WorkerExit { worker: 1, reason: "panicked: boom".into() };
         exit_tx.send(e.clone()).unwrap();
         assert_eq!(wait_for_stop(&sig_rx, &exit_rx), Stop::Worker(e.clone()));

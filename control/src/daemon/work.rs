@@ -93,7 +93,8 @@ pub(super) struct Workers {
     readers: Vec<JoinHandle<()>>,
 }
 
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+/// A panic's message.
+pub(super) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
