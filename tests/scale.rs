@@ -4,6 +4,10 @@
 //! and SIGTERM removes all 500 at once, leaving nothing. The test prints
 //! the times (the README's "Limits" has measured ones); it asserts
 //! behaviour, and only generous sanity bounds on time.
+//!
+//! To compare N=1 with N=500 on a machine whose load drifts, a second,
+//! empty daemon runs beside the full one, and the two are given the same
+//! create and rm in turn.
 
 mod common;
 
@@ -12,6 +16,8 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const N: usize = 500;
+/// Creates timed at each end.
+const TIMED: usize = 11;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -31,16 +37,34 @@ fn five_hundred_containers_on_one_daemon() {
         h.container(name, "n1");
         t0.elapsed()
     };
-    let first: Vec<Duration> = names[..5].iter().map(|n| timed(n)).collect();
+    let first: Vec<Duration> = names[..TIMED].iter().map(|n| timed(n)).collect();
     let mut api = Api::connect(&h);
-    for n in &names[5..N - 5] {
+    for n in &names[TIMED..N - TIMED] {
         let v = api.call(format!("{{\"op\":\"container_create\",\"name\":\"{n}\",\"network\":\"n1\"}}").as_bytes());
         assert_eq!(v["ok"], true, "{n}: {v}");
     }
-    let last: Vec<Duration> = names[N - 5..].iter().map(|n| timed(n)).collect();
+    let last: Vec<Duration> = names[N - TIMED..].iter().map(|n| timed(n)).collect();
     let (at1, at500) = (median(first), median(last.clone()));
-    eprintln!("container create: median {at1:?} at N=1..5, {at500:?} at N={}..{N}", N - 4);
+    eprintln!("container create: median {at1:?} at N=1..{TIMED}, {at500:?} at N={}..{N}", N - TIMED + 1);
     assert!(last.iter().all(|t| *t < Duration::from_secs(5)), "creates at N≈{N}: {last:?}");
+    {
+        let h0 = Host::start("s0", &["--workers", "2", "--no-pin"]);
+        h0.network("n1", "10.161.0.0/24", &[]);
+        let mut times = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+        for r in 0..TIMED {
+            for (k, host) in [&h0, &h].into_iter().enumerate() {
+                let p = host.name(&format!("p{r}"));
+                let t0 = Instant::now();
+                host.container(&p, "n1");
+                times[k][0].push(t0.elapsed());
+                let t0 = Instant::now();
+                host.ok(&["container", "rm", &p]);
+                times[k][1].push(t0.elapsed());
+            }
+        }
+        let [[c0, r0], [c500, r500]] = times.map(|v| v.map(median));
+        eprintln!("in turn, beside an empty daemon: create {c0:?} (N=1) and {c500:?} (N={N}), rm {r0:?} and {r500:?}");
+    }
     assert_eq!(h.json(&["container", "ls"]).as_array().unwrap().len(), N);
     // One descriptor per container interface and worker, and a few more
     // (README, "Limits").
