@@ -11,7 +11,8 @@
 //! forwarding only on the other workers' queues: the daemon logs it, tears
 //! everything down as for SIGTERM, and exits with an error.
 //!
-//! Threads: the main thread waits for a signal or a dead worker; the
+//! Threads: the main thread waits for a signal, a dead worker or the end of
+//! the server thread (which only a panic ends); the
 //! server thread serves the API socket (`server.rs`); the engine thread
 //! makes changes and the reader threads serve reads (`work.rs`).
 //!

@@ -6,9 +6,9 @@
 //! parses them and hands each to the engine thread (changes) or a reader
 //! (reads; see `work.rs`); the reply comes back over a channel with a
 //! wake-up, and this thread writes it. A thread per connection, as before,
-//! let 17,000 idle connections exhaust the process's memory for stacks;
-//! here a connection is a buffer and a slot, and their number is bounded
-//! anyway.
+//! let 17,000 idle connections abort the daemon (a thread each, until one
+//! could not get its signal stack); here a connection is a slot and its
+//! buffers, and their number is bounded anyway.
 //!
 //! What a client cannot do (the numbers are in `limits.rs`):
 //! - hold more than [`MAX_CONNECTIONS`] connections: a new one takes the
@@ -18,7 +18,7 @@
 //!   whole request (or progress reading a reply) it is closed;
 //! - send a line longer than [`MAX_REQUEST`]: the daemon answers with an
 //!   error as soon as the line is too long, and skips the rest of it as it
-//!   arrives, holding at most one read's worth of it;
+//!   arrives, never holding more than the limit and one read of it;
 //! - make the daemon buffer without end: while a request is served or its
 //!   reply not yet taken, the daemon reads nothing more from that
 //!   connection, so the client's writes block instead;
@@ -31,9 +31,8 @@
 //! reserve for the purpose, accepts the client, tells it in one line that
 //! the daemon is out of file descriptors, closes it and opens the reserve
 //! again. If even that fails, it stops accepting for a while, from 50 ms
-//! doubling to 1 s, instead of retrying at once; a listening socket with
-//! clients waiting would otherwise make epoll report it ready again and
-//! again (the old accept loop spun at 100% CPU). The episode is logged once.
+//! doubling to 1 s, instead of retrying at once as the old accept loop did,
+//! at 100% CPU and answering no one. The episode is logged once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
