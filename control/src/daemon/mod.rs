@@ -12,9 +12,9 @@
 //! everything down as for SIGTERM, and exits with an error.
 //!
 //! Threads: the main thread waits for a signal, a dead worker or the end of
-//! the server thread (which only a panic ends); the
-//! server thread serves the API socket (`server.rs`); the engine thread
-//! makes changes and the reader threads serve reads (`work.rs`).
+//! the server thread (which only a panic ends); the server thread serves
+//! the API socket (`server.rs`); the engine thread makes changes and the
+//! reader threads serve reads (`work.rs`).
 //!
 //! Where things are: `namespaces.rs` (entering the host mount namespace and
 //! the daemon's network namespace), `state.rs` (the published view, the
