@@ -107,21 +107,32 @@ fn containers_ping_each_other_by_name() {
     h.container(&a, "n1");
     h.container(&b, "n1");
     h.container(&x, "n2");
-    // `ip netns exec` bind-mounts /etc/netns/NAME/hosts over /etc/hosts.
+    // `ip netns exec` bind-mounts /etc/netns/NAME/{hosts,resolv.conf} over
+    // /etc: names come from the DNS at the gateways of the container's
+    // networks, each knowing the containers on its network.
     assert!(ping(&a, &b, 1), "{a} cannot ping {b} by name");
     assert!(h.tapnet(&["exec", &b, "--", "ping", "-c", "1", "-W", "1", &a]).status.success());
-    // Only containers sharing a network are listed.
-    // (Read the file rather than asking the resolver: a name missing from
-    // hosts falls through to DNS, which only times out here.)
     let resolves = |from: &str, name: &str| {
-        std::fs::read_to_string(format!("/etc/netns/{from}/hosts"))
+        let out = sh("ip", &["netns", "exec", from, "getent", "hosts", name]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).split_whitespace().any(|w| w == name)
+    };
+    // The hosts file names the container itself only: no other container's
+    // files change when one comes or goes.
+    let hosts_names = |c: &str| -> Vec<String> {
+        std::fs::read_to_string(format!("/etc/netns/{c}/hosts"))
             .unwrap_or_default()
             .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(name))
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+            .collect()
     };
-    assert!(!resolves(&a, &x));
+    assert_eq!(hosts_names(&a), ["localhost", "localhost", a.as_str()]);
+    // Only containers sharing a network resolve each other.
+    assert!(resolves(&a, &b));
+    assert!(!resolves(&a, &x) && !resolves(&x, &a));
     h.ok(&["network", "connect", "n1", &x]);
-    assert!(resolves(&a, &x) && ping(&x, &a, 1));
+    // x asks n2's gateway first, which refuses a's name, then n1's.
+    assert!(resolves(&a, &x) && resolves(&x, &a) && ping(&x, &a, 1));
     h.ok(&["network", "disconnect", "n1", &x]);
     assert!(!resolves(&a, &x));
     h.ok(&["container", "rm", &b]);

@@ -4,7 +4,8 @@
 //!
 //! The network address, the broadcast address and the gateway are never
 //! handed out; neither is an address already taken. Allocation returns the
-//! lowest free address, as Docker's default IPAM does.
+//! lowest free address, as Docker's default IPAM does. A subnet that
+//! overlaps a range which cannot hold hosts ([`RESERVED`]) is refused.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -12,6 +13,8 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use dataplane::wire::MacAddr;
+
+use crate::api::cut;
 
 /// Errors from parsing subnets and allocating addresses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +52,25 @@ pub enum IpamError {
     /// The address is outside the range this host allocates from.
     #[error("address {addr} is outside this host's ip range {range}")]
     OutsideRange { addr: Ipv4Addr, range: Subnet },
+    /// The subnet overlaps a range that cannot hold containers.
+    #[error("subnet {subnet} overlaps {range} ({what}), which cannot hold containers")]
+    ReservedRange { subnet: Subnet, range: Subnet, what: &'static str },
 }
+
+const fn range(a: u8, prefix: u8) -> Subnet {
+    Subnet { addr: Ipv4Addr::new(a, if a == 169 { 254 } else { 0 }, 0, 0), prefix }
+}
+
+/// The IPv4 ranges no network may overlap (RFC 6890): their addresses are
+/// not hosts' addresses, so a container given one cannot be reached (and
+/// the kernel refuses some of them outright).
+pub const RESERVED: [(Subnet, &str); 5] = [
+    (range(0, 8), "\"this network\", RFC 1122 section 3.2.1.3"),
+    (range(127, 8), "loopback, RFC 1122 section 3.2.1.3"),
+    (range(169, 16), "link-local, RFC 3927"),
+    (range(224, 4), "multicast, RFC 5771"),
+    (range(240, 4), "reserved, RFC 1112 section 4"),
+];
 
 /// An IPv4 subnet in canonical form (no host bits set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,7 +115,7 @@ impl fmt::Display for Subnet {
 impl FromStr for Subnet {
     type Err = IpamError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || IpamError::BadCidr(s.to_string());
+        let bad = || IpamError::BadCidr(cut(s));
         let (a, p) = s.split_once('/').ok_or_else(bad)?;
         let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
         if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
@@ -107,18 +128,26 @@ impl FromStr for Subnet {
         let sn = Subnet { addr, prefix };
         let canon = Subnet { addr: Ipv4Addr::from(u32::from(addr) & sn.mask()), prefix };
         if canon.addr != addr {
-            return Err(IpamError::NotCanonical { given: s.to_string(), canonical: canon.to_string() });
+            return Err(IpamError::NotCanonical { given: cut(s), canonical: canon.to_string() });
         }
         if prefix > 30 {
-            return Err(IpamError::TooSmall(s.to_string()));
+            return Err(IpamError::TooSmall(cut(s)));
         }
         Ok(canon)
     }
 }
 
+/// Refuse a subnet that overlaps one of the [`RESERVED`] ranges.
+pub fn check_usable(subnet: &Subnet) -> Result<(), IpamError> {
+    match RESERVED.iter().find(|(r, _)| r.overlaps(subnet)) {
+        Some(&(range, what)) => Err(IpamError::ReservedRange { subnet: *subnet, range, what }),
+        None => Ok(()),
+    }
+}
+
 /// Parse a dotted-quad IPv4 address with a one-line error.
 pub fn parse_addr(s: &str) -> Result<Ipv4Addr, IpamError> {
-    s.parse().map_err(|_| IpamError::BadAddr(s.to_string()))
+    s.parse().map_err(|_| IpamError::BadAddr(cut(s)))
 }
 
 /// The default MAC of the container at `addr`, Docker's scheme: 02:42 (a
@@ -148,6 +177,7 @@ impl Ipam {
 
     /// A pool for `subnet` that hands out addresses of `range` only.
     pub fn with_range(subnet: Subnet, gateway: Option<Ipv4Addr>, range: Option<Subnet>) -> Result<Ipam, IpamError> {
+        check_usable(&subnet)?;
         if let Some(r) = range {
             if r.prefix < subnet.prefix || !subnet.contains(r.addr) {
                 return Err(IpamError::RangeOutside { range: r, subnet });
@@ -267,6 +297,45 @@ mod tests {
         assert!(matches!(ipam.allocate(), Err(IpamError::Exhausted(_))));
         ipam.release(Ipv4Addr::new(10, 88, 0, 3));
         assert_eq!(ipam.allocate().unwrap(), Ipv4Addr::new(10, 88, 0, 3));
+    }
+
+    #[test]
+    fn reserved_ranges_are_refused() {
+        for (s, range) in [
+            ("0.0.0.0/8", "0.0.0.0/8"),
+            ("0.1.2.0/24", "0.0.0.0/8"),
+            ("127.1.0.0/24", "127.0.0.0/8"),
+            ("169.254.0.0/16", "169.254.0.0/16"),
+            ("169.254.7.0/24", "169.254.0.0/16"),
+            ("169.0.0.0/8", "169.254.0.0/16"),
+            ("224.1.0.0/24", "224.0.0.0/4"),
+            ("239.255.255.0/24", "224.0.0.0/4"),
+            ("240.0.0.0/24", "240.0.0.0/4"),
+            ("255.255.255.0/24", "240.0.0.0/4"),
+            ("192.0.0.0/2", "224.0.0.0/4"),
+            ("0.0.0.0/0", "0.0.0.0/8"),
+        ] {
+            match Ipam::new(sn(s), None) {
+                Err(IpamError::ReservedRange { subnet, range: r, .. }) => {
+                    assert_eq!((subnet, r), (sn(s), sn(range)), "{s}")
+                }
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+        let e = Ipam::new(sn("224.1.0.0/24"), None).unwrap_err().to_string();
+        assert_eq!(e, "subnet 224.1.0.0/24 overlaps 224.0.0.0/4 (multicast, RFC 5771), which cannot hold containers");
+        // Their neighbours are fine.
+        for s in ["1.0.0.0/8", "126.0.0.0/8", "128.0.0.0/8", "169.253.0.0/16", "169.255.0.0/16", "223.255.255.0/24"] {
+            assert!(Ipam::new(sn(s), None).is_ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn long_input_is_cut_in_errors() {
+        let long = "1".repeat(100_000);
+        for e in [long.parse::<Subnet>().unwrap_err(), parse_addr(&long).unwrap_err()] {
+            assert!(e.to_string().len() < 200, "{}", e.to_string().len());
+        }
     }
 
     #[test]

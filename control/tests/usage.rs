@@ -34,6 +34,26 @@ fn usage_errors_are_one_line_with_status_2() {
 }
 
 #[test]
+fn missing_arguments_are_named_in_the_one_line() {
+    for (args, missing) in [
+        (vec!["container", "create"], vec!["<NAME>", "--network <NETWORK>"]),
+        (vec!["container", "create", "c"], vec!["--network <NETWORK>"]),
+        (vec!["network", "create"], vec!["<NAME>", "--subnet <SUBNET>"]),
+        (vec!["network", "connect", "n"], vec!["<CONTAINER>"]),
+        (vec!["fdb"], vec!["<NETWORK>"]),
+    ] {
+        let out = tapnet(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.starts_with("tapnet: the following required arguments were not provided: "), "{err}");
+        for m in missing {
+            assert!(err.contains(m), "{args:?}: {m} not named in {err:?}");
+        }
+    }
+}
+
+#[test]
 fn unreachable_daemon_is_one_line_with_status_1() {
     let out = tapnet(&["network", "ls"]);
     let err = String::from_utf8_lossy(&out.stderr);

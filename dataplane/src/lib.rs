@@ -25,11 +25,13 @@ pub use worker::classify_batch;
 pub use worker::{PortRole, BATCH, BUDGET};
 
 use std::io;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use mio::{Poll, Waker};
 
 use bridge::Fdb;
@@ -184,23 +186,80 @@ struct WorkerHandle {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A worker thread that ended without being told to: it panicked, or its
+/// poll loop gave up. The dataplane then forwards only on the queues of
+/// the workers left, so whoever runs it should stop it
+/// ([`Dataplane::exits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerExit {
+    pub worker: usize,
+    /// The panic's message, or why the loop ended.
+    pub reason: String,
+}
+
+impl std::fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "dataplane worker {} stopped: {}", self.worker, self.reason)
+    }
+}
+
+/// Run `body`, the whole life of worker `id`'s thread, and report on
+/// `exits` if it ends while `stopping` is unset, or panics at any time.
+/// The panic itself is printed by the panic hook as usual; the worker's
+/// state (and so every queue it owned) has been dropped by the time the
+/// report is sent.
+fn supervise(id: usize, stopping: &AtomicBool, exits: &Sender<WorkerExit>, body: impl FnOnce()) {
+    let res = std::panic::catch_unwind(AssertUnwindSafe(body));
+    let reason = match res {
+        Ok(()) if stopping.load(Ordering::Acquire) => return,
+        Ok(()) => "its poll loop ended without being asked to".to_string(),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            format!("panicked: {msg}")
+        }
+    };
+    let _ = exits.send(WorkerExit { worker: id, reason });
+}
+
 /// A running dataplane: its workers and counters.
 pub struct Dataplane {
     workers: Vec<WorkerHandle>,
     stats: Arc<Stats>,
     clock: Clock,
     arp: Arc<ArpCache>,
+    /// Set before the workers are told to stop: their ending is then no news.
+    stopping: Arc<AtomicBool>,
+    exits: Receiver<WorkerExit>,
 }
 
 impl Dataplane {
     /// Start `cfg.workers` worker threads.
     pub fn start(cfg: &Config) -> Result<Dataplane, DataplaneError> {
+        Self::start_with(cfg, Worker::run)
+    }
+
+    /// [`Dataplane::start`], with each worker's thread running `run`
+    /// (which is `Worker::run`, except in this crate's tests).
+    fn start_with(cfg: &Config, run: fn(Worker)) -> Result<Dataplane, DataplaneError> {
         let n = cfg.workers.max(1);
         let stats = Arc::new(Stats::new(n));
         let clock = Clock::new();
         let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let arp = Arc::new(ArpCache::new(router::arp::DEFAULT_SLOTS));
-        let mut dp = Dataplane { workers: Vec::with_capacity(n), stats: stats.clone(), clock, arp: arp.clone() };
+        let (exit_tx, exits) = unbounded();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut dp = Dataplane {
+            workers: Vec::with_capacity(n),
+            stats: stats.clone(),
+            clock,
+            arp: arp.clone(),
+            stopping: stopping.clone(),
+            exits,
+        };
         let mut polls = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         for _ in 0..n {
@@ -229,13 +288,14 @@ impl Dataplane {
                     .map_err(|e| DataplaneError::Conntrack(e.to_string()))?,
                 handoff,
             });
+            let (stopping, exit_tx) = (stopping.clone(), exit_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("tapnet-w{id}"))
                 .spawn(move || {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    worker.run()
+                    supervise(id, &stopping, &exit_tx, move || run(worker))
                 })
                 .map_err(DataplaneError::Spawn)?;
             dp.workers.push(WorkerHandle { tx, waker, thread: Some(thread) });
@@ -254,6 +314,13 @@ impl Dataplane {
     }
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Workers that ended without being told to, one message each
+    /// ([`WorkerExit`]). Nothing arrives while every worker runs, nor
+    /// because of [`Dataplane::shutdown`].
+    pub fn exits(&self) -> Receiver<WorkerExit> {
+        self.exits.clone()
     }
 
     fn send(&self, w: usize, msg: Ctrl) -> Result<(), DataplaneError> {
@@ -382,6 +449,7 @@ impl Dataplane {
 
     /// Stop every worker and wait for them.
     pub fn shutdown(&mut self) {
+        self.stopping.store(true, Ordering::Release);
         for w in 0..self.workers.len() {
             let _ = self.send(w, Ctrl::Shutdown);
         }
@@ -396,5 +464,54 @@ impl Dataplane {
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn supervised(stopping: bool, body: impl FnOnce() + Send + 'static) -> Option<WorkerExit> {
+        let (tx, rx) = unbounded();
+        let flag = Arc::new(AtomicBool::new(stopping));
+        std::thread::spawn(move || supervise(7, &flag, &tx, body)).join().expect("supervise never unwinds");
+        rx.try_recv().ok()
+    }
+
+    #[test]
+    fn a_worker_that_panics_or_returns_unasked_is_reported() {
+        let e = supervised(false, || panic!("frame of doom")).expect("reported");
+        assert_eq!(e.worker, 7);
+        assert_eq!(e.reason, "panicked: frame of doom");
+        let e = supervised(false, || std::panic::panic_any(format!("port {}", 3))).expect("reported");
+        assert_eq!(e.reason, "panicked: port 3");
+        let e = supervised(false, || {}).expect("reported");
+        assert!(e.reason.contains("without being asked"), "{e}");
+        assert!(e.to_string().starts_with("dataplane worker 7 stopped: "), "{e}");
+        // Stopping on purpose is no news; a panic while stopping still is.
+        assert_eq!(supervised(true, || {}), None);
+        assert!(supervised(true, || panic!("late")).is_some());
+    }
+
+    #[test]
+    fn a_dataplane_reports_the_worker_that_died_and_nothing_else() {
+        let cfg = Config { workers: 3, ..Config::default() };
+        // Worker 1's thread panics as soon as it starts; the others run.
+        let mut dp = Dataplane::start_with(&cfg, |w| if w.id() == 1 { panic!("worker one fails") } else { w.run() })
+            .expect("start");
+        let exits = dp.exits();
+        let e = exits.recv_timeout(Duration::from_secs(10)).expect("the dead worker is reported");
+        assert_eq!(e, WorkerExit { worker: 1, reason: "panicked: worker one fails".into() });
+        // The others still answer; the dead one is reported as gone.
+        assert!(matches!(dp.remove_port(5), Err(DataplaneError::WorkerGone(1))));
+        dp.shutdown();
+        assert!(exits.recv_timeout(Duration::from_millis(200)).is_err(), "an orderly stop was reported");
+
+        let mut dp = Dataplane::start(&Config { workers: 2, ..Config::default() }).expect("start");
+        let exits = dp.exits();
+        dp.remove_port(5).expect("both workers answer");
+        dp.shutdown();
+        assert!(exits.recv_timeout(Duration::from_millis(200)).is_err(), "an orderly stop was reported");
     }
 }

@@ -321,3 +321,82 @@ pub fn parse_mac(s: &str) -> [u8; 6] {
     }
     m
 }
+
+/// One connection to a daemon's API socket, for requests the CLI does not
+/// send (malformed ones, raw bytes).
+pub struct Api {
+    stream: std::os::unix::net::UnixStream,
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl Api {
+    pub fn connect(h: &Host) -> Api {
+        let stream = std::os::unix::net::UnixStream::connect(&h.socket).expect("connect to the API socket");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        Api { stream, reader }
+    }
+
+    /// Send `line` and a newline.
+    pub fn send(&mut self, line: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(line).unwrap();
+        self.stream.write_all(b"\n").unwrap();
+    }
+
+    /// The next reply line (raw).
+    pub fn reply_line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut s = String::new();
+        self.reader.read_line(&mut s).expect("read a reply");
+        s
+    }
+
+    /// The next reply, which must be one line of JSON.
+    pub fn reply(&mut self) -> Value {
+        let line = self.reply_line();
+        assert!(line.ends_with('\n'), "a reply is one whole line: {line:?}");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+    }
+
+    pub fn call(&mut self, line: &[u8]) -> Value {
+        self.send(line);
+        self.reply()
+    }
+}
+
+/// A field of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`, …), or a count
+/// (`Threads`).
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// User plus system CPU time of process `pid`, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The descriptor numbers process `pid` has open.
+pub fn open_fds(pid: u32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Set the soft `RLIMIT_NOFILE` of process `pid` (prlimit(1)); the hard
+/// limit stays (root without CAP_SYS_RESOURCE could not raise it again).
+pub fn set_nofile(pid: u32, n: u64) {
+    let out = sh("prlimit", &["--pid", &pid.to_string(), &format!("--nofile={n}:")]);
+    assert!(out.status.success(), "prlimit: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -31,9 +31,18 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::BadReply(e.to_string()))?;
     line.push('\n');
-    (&stream).write_all(line.as_bytes())?;
+    // The daemon may answer before reading (when it has too many
+    // connections or no descriptor left) and close: its line is worth more
+    // than the broken pipe a write then meets.
+    let sent = (&stream).write_all(line.as_bytes());
     let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply)?;
+    let read = BufReader::new(&stream).read_line(&mut reply);
+    if reply.is_empty() {
+        return Err(match (sent, read) {
+            (Err(e), _) | (Ok(()), Err(e)) => ClientError::Io(e),
+            (Ok(()), Ok(_)) => ClientError::BadReply("the daemon closed the connection without a reply".into()),
+        });
+    }
     let resp: Response = serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
     if resp.ok {
         Ok(resp.data.unwrap_or(serde_json::Value::Null))

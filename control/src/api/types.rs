@@ -4,13 +4,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// A request to the daemon.
+/// A request to the daemon: a JSON object whose `op` names the operation
+/// and whose other members are its fields (the module documentation of
+/// [`crate::api`] lists them). Unknown members are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+// Operations without fields are empty struct variants, not unit variants:
+// serde lets a unit variant of an internally tagged enum ignore unknown
+// members.
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    Version,
+    Version {},
     NetworkCreate(NetworkSpec),
-    NetworkLs,
+    NetworkLs {},
     NetworkInspect {
         name: String,
     },
@@ -30,7 +35,7 @@ pub enum Request {
     ContainerRm {
         name: String,
     },
-    ContainerLs,
+    ContainerLs {},
     ContainerInspect {
         name: String,
     },
@@ -53,14 +58,41 @@ pub enum Request {
     OverlayCheck {
         network: String,
     },
-    Stats,
+    Stats {},
     /// The connection table of the gateways' NAT.
-    Conntrack,
+    Conntrack {},
+}
+
+impl Request {
+    /// Whether the request only reads (the daemon serves reads from the
+    /// published view, never waiting for a change under way).
+    pub fn is_read(&self) -> bool {
+        match self {
+            Request::Version {}
+            | Request::NetworkLs {}
+            | Request::NetworkInspect { .. }
+            | Request::ContainerLs {}
+            | Request::ContainerInspect { .. }
+            | Request::Fdb { .. }
+            | Request::Stats {}
+            | Request::Conntrack {}
+            | Request::OverlayCheck { .. } => true,
+            Request::NetworkCreate(_)
+            | Request::FdbAdd { .. }
+            | Request::FdbDel { .. }
+            | Request::NetworkRm { .. }
+            | Request::NetworkConnect { .. }
+            | Request::NetworkDisconnect { .. }
+            | Request::ContainerCreate(_)
+            | Request::ContainerRm { .. } => false,
+        }
+    }
 }
 
 /// What `network create` asks for. Every field but the name and subnet is
 /// optional; an absent one takes the daemon's default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     pub name: String,
     pub subnet: String,
@@ -114,6 +146,7 @@ pub struct NetworkSpec {
 
 /// What `container create` asks for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
     pub name: String,
     /// `NET`, `none`, `host` or `container:OTHER`.

@@ -57,7 +57,7 @@ pub(super) fn run(sock: &Path, json: bool, c: ContainerCmd) -> Result<(), String
             }
         }
         ContainerCmd::Ls => {
-            let (cs, v): (Vec<api::ContainerInfo>, _) = call(sock, Request::ContainerLs)?;
+            let (cs, v): (Vec<api::ContainerInfo>, _) = call(sock, Request::ContainerLs {})?;
             if json {
                 print_json(&v);
             } else {

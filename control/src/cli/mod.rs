@@ -250,12 +250,26 @@ pub fn parse_or_exit<P: Parser>(args: Vec<OsString>) -> P {
             if matches!(e.kind(), DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand) {
                 e.exit();
             }
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid command line");
-            eprintln!("tapnet: {}", first.trim_start_matches("error: "));
+            eprintln!("tapnet: {}", usage_error_line(&e.to_string()));
             std::process::exit(2);
         }
     }
+}
+
+/// A command-line parser's error as one line: its first line, with the
+/// list that follows when it ends with a colon ("the following required
+/// arguments were not provided:" and the missing ones), and client input
+/// cut as in every error message.
+fn usage_error_line(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid command line").trim_start_matches("error: ").trim_end();
+    let msg = if first.ends_with(':') {
+        let items: Vec<&str> = lines.take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+        format!("{first} {}", items.join(", "))
+    } else {
+        first.to_string()
+    };
+    api::cut_words(&msg)
 }
 
 /// One request to the daemon: its reply as `T`, and as JSON for `--json`.
@@ -293,5 +307,30 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Overlay(show::OverlayCmd::Check { network }) => show::overlay_check(sock, json, network),
         // Only reached if `external::wanted` missed them.
         Cmd::Demo(_) | Cmd::Bench(_) => external::exec(&std::env::args_os().collect::<Vec<_>>()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_error(args: &[&str]) -> String {
+        let args = std::iter::once("tapnet").chain(args.iter().copied());
+        usage_error_line(&Cli::try_parse_from(args).expect_err("a usage error").to_string())
+    }
+
+    #[test]
+    fn a_usage_error_says_what_is_missing_in_one_line() {
+        let e = usage_error(&["container", "create"]);
+        assert_eq!(e, "the following required arguments were not provided: --network <NETWORK>, <NAME>");
+        let e = usage_error(&["container", "create", "c"]);
+        assert_eq!(e, "the following required arguments were not provided: --network <NETWORK>");
+        let e = usage_error(&["network", "create", "x"]);
+        assert!(e.ends_with("not provided: --subnet <SUBNET>"), "{e}");
+        let e = usage_error(&["frobnicate"]);
+        assert_eq!(e, "unrecognized subcommand 'frobnicate'");
+        let long = "y".repeat(100_000);
+        let e = usage_error(&["container", "create", "c", "--network", "n", &long]);
+        assert!(e.len() < 300 && !e.contains('\n'), "{e}");
     }
 }

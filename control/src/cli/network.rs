@@ -138,7 +138,7 @@ pub(super) fn run(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> 
             }
         }
         NetworkCmd::Ls => {
-            let (ns, v): (Vec<api::NetworkInfo>, _) = call(sock, Request::NetworkLs)?;
+            let (ns, v): (Vec<api::NetworkInfo>, _) = call(sock, Request::NetworkLs {})?;
             if json {
                 print_json(&v);
             } else {

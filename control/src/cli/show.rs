@@ -59,7 +59,7 @@ pub(super) fn fdb(sock: &Path, json: bool, a: FdbArgs) -> Result<(), String> {
 
 /// `tapnet stats`.
 pub(super) fn stats(sock: &Path, json: bool) -> Result<(), String> {
-    let (s, v): (api::StatsInfo, _) = call(sock, Request::Stats)?;
+    let (s, v): (api::StatsInfo, _) = call(sock, Request::Stats {})?;
     if json {
         print_json(&v);
         return Ok(());
@@ -90,7 +90,7 @@ pub(super) fn stats(sock: &Path, json: bool) -> Result<(), String> {
 
 /// `tapnet conntrack`.
 pub(super) fn conntrack(sock: &Path, json: bool) -> Result<(), String> {
-    let (c, v): (api::ConntrackInfo, _) = call(sock, Request::Conntrack)?;
+    let (c, v): (api::ConntrackInfo, _) = call(sock, Request::Conntrack {})?;
     if json {
         print_json(&v);
         return Ok(());
@@ -133,7 +133,13 @@ pub(super) fn overlay_check(sock: &Path, json: bool, network: String) -> Result<
     }
     let bad: Vec<&str> = r.peers.iter().filter(|p| !p.ok()).map(|p| p.peer.as_str()).collect();
     if !bad.is_empty() {
-        return Err(format!("overlay {}: {} of {} peers failed the check: {}", r.network, bad.len(), r.peers.len(), bad.join(", ")));
+        return Err(format!(
+            "overlay {}: {} of {} peers failed the check: {}",
+            r.network,
+            bad.len(),
+            r.peers.len(),
+            bad.join(", ")
+        ));
     }
     Ok(())
 }

@@ -163,7 +163,7 @@ pub(super) fn run(sock: &Path, file: &Path, host: Option<String>) -> Result<(), 
     let me = match host {
         Some(h) => h,
         None => {
-            let (v, _): (api::VersionInfo, _) = call(sock, Request::Version)?;
+            let (v, _): (api::VersionInfo, _) = call(sock, Request::Version {})?;
             let found: Vec<&HostDef> = cluster.host.iter().filter(|h| v.addresses.contains(&h.underlay)).collect();
             match found.as_slice() {
                 [h] => h.name.clone(),
@@ -179,7 +179,7 @@ pub(super) fn run(sock: &Path, file: &Path, host: Option<String>) -> Result<(), 
         }
     };
     let plan = share(&cluster, &me)?;
-    let (existing, _): (Vec<api::NetworkInfo>, _) = call(sock, Request::NetworkLs)?;
+    let (existing, _): (Vec<api::NetworkInfo>, _) = call(sock, Request::NetworkLs {})?;
     for n in plan.networks {
         match existing.iter().find(|e| e.name == n.name) {
             Some(e) if same(e, &n) => println!("network {}: unchanged", n.name),
@@ -191,7 +191,7 @@ pub(super) fn run(sock: &Path, file: &Path, host: Option<String>) -> Result<(), 
             }
         }
     }
-    let (have, _): (Vec<api::ContainerInfo>, _) = call(sock, Request::ContainerLs)?;
+    let (have, _): (Vec<api::ContainerInfo>, _) = call(sock, Request::ContainerLs {})?;
     for c in plan.containers {
         if have.iter().any(|h| h.name == c.name) {
             println!("container {}: unchanged", c.name);

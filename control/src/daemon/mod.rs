@@ -7,24 +7,37 @@
 //! state directory removes those namespaces before it serves anything. TAP
 //! devices need no such care: they vanish with the process that holds them.
 //!
+//! A dataplane worker that stops (a panic, say) would leave the dataplane
+//! forwarding only on the other workers' queues: the daemon logs it, tears
+//! everything down as for SIGTERM, and exits with an error.
+//!
+//! Threads: the main thread waits for a signal, a dead worker or the end of
+//! the server thread (which only a panic ends); the server thread serves
+//! the API socket (`server.rs`); the engine thread makes changes and the
+//! reader threads serve reads (`work.rs`).
+//!
 //! Where things are: `namespaces.rs` (entering the host mount namespace and
-//! the daemon's network namespace), `state.rs` (the engine shared by the
-//! API threads, the state directory and crash recovery), `server.rs` (the
-//! API socket and one connection); this file starts and stops the daemon.
+//! the daemon's network namespace), `state.rs` (the published view, the
+//! state directory and crash recovery), `limits.rs` (the API's limits and
+//! file descriptors), `server.rs` (the API socket), `work.rs` (the engine
+//! and reader threads); this file starts and stops the daemon.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
+use crossbeam_channel::{select, Receiver};
+use dataplane::WorkerExit;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::engine::{Engine, EngineConfig, EngineError};
 
+pub mod limits;
 mod namespaces;
 mod server;
 mod state;
+mod work;
 
 use state::Shared;
 
@@ -44,6 +57,12 @@ pub enum DaemonError {
     /// Mounts made here would not reach the host (e.g. under `ip netns exec`).
     #[error("the daemon runs in a private mount namespace (started by `ip netns exec`?), so `ip netns` would not see its containers; start it with `tapnet daemon --netns NAME` instead")]
     PrivateMounts,
+    /// A dataplane worker stopped; everything was torn down.
+    #[error("{0}; removed every container and network")]
+    WorkerDied(WorkerExit),
+    /// The API server's thread stopped; everything was torn down.
+    #[error("the API server stopped: {0}; removed every container and network")]
+    ApiDied(String),
 }
 
 fn ioe<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(io::Error) -> DaemonError + 'a {
@@ -60,11 +79,35 @@ pub struct DaemonOpts {
     pub engine: EngineConfig,
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
+/// Why the daemon stops.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    Signal(i32),
+    Worker(WorkerExit),
+    /// The API server's thread ended (it only ends by a panic).
+    Api(String),
+}
+
+/// Wait for a signal or the end of the API server (`stops`, sent by the
+/// threads that relay them), or a worker that stopped.
+fn wait_for_stop(stops: &Receiver<Stop>, exits: &Receiver<WorkerExit>) -> Stop {
+    select! {
+        recv(stops) -> s => s.unwrap_or(Stop::Signal(SIGTERM)),
+        recv(exits) -> e => Stop::Worker(e.unwrap_or_else(|_| WorkerExit {
+            worker: 0,
+            reason: "every worker has stopped".into(),
+        })),
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT (or a worker stops).
 pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
+    // First, while descriptor numbers are low (see `server::reserve_fd`).
+    let reserve = server::reserve_fd();
     namespaces::enter(opts.netns.as_deref())?;
+    let nofile = limits::raise_nofile().map_err(ioe("raise RLIMIT_NOFILE", Path::new("-")))?;
     let _lock = state::lock_dir(&opts.state_dir)?;
-    let state_file = opts.state_dir.join("namespaces.json");
+    let state_file = state::state_file(&opts.state_dir);
     state::recover(&state_file);
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ioe("install signal handlers", Path::new("-")))?;
     let listener = server::bind(&opts.socket)?;
@@ -76,43 +119,96 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
         }
     };
     let workers = engine.workers();
-    let shared = Arc::new(Shared { engine: Mutex::new(Some(engine)), state_file, socket: opts.socket.clone() });
+    let exits = engine.worker_exits();
+    let shared = Arc::new(Shared::new(engine.view()));
 
-    let s = shared.clone();
-    std::thread::Builder::new()
-        .name("tapnet-sweep".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            match s.lock().as_ref() {
-                Some(e) => e.sweep(),
-                None => return,
-            }
-        })
-        .map_err(ioe("spawn", Path::new("sweeper")))?;
-
-    let s = shared.clone();
+    let spawn_err = ioe("spawn", Path::new("API threads"));
+    let poll = mio::Poll::new().map_err(ioe("create poller", Path::new("API")))?;
+    let (replies, replies_rx) =
+        work::Replies::new(server::Server::waker(&poll).map_err(ioe("create waker", Path::new("API")))?);
+    let threads = work::start(engine, shared.clone(), state_file, replies, limits::READERS).map_err(spawn_err)?;
+    let srv = server::Server::new(
+        server::Limits::DAEMON,
+        listener,
+        reserve,
+        shared.clone(),
+        threads.dispatch(),
+        replies_rx,
+        poll,
+    )
+    .map_err(ioe("listen", &opts.socket))?;
+    let (stop_tx, stops) = crossbeam_channel::bounded(4);
+    let api_stop = stop_tx.clone();
     std::thread::Builder::new()
         .name("tapnet-api".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let s = s.clone();
-                let _ = std::thread::Builder::new().name("tapnet-conn".into()).spawn(move || server::serve(conn, &s));
+            // The server runs until the process ends: if it returns, it
+            // panicked (the panic hook has printed where).
+            let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| srv.run())) {
+                Ok(()) => "it returned".to_string(),
+                Err(p) => work::panic_text(&*p),
+            };
+            let _ = api_stop.send(Stop::Api(why));
+        })
+        .map_err(ioe("spawn", Path::new("API server")))?;
+    std::thread::Builder::new()
+        .name("tapnet-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if stop_tx.send(Stop::Signal(sig)).is_err() {
+                    return;
+                }
             }
         })
-        .map_err(ioe("spawn", Path::new("api")))?;
+        .map_err(ioe("spawn", Path::new("signal relay")))?;
 
     eprintln!(
-        "tapnet daemon {} listening on {} with {workers} workers (pid {})",
+        "tapnet daemon {} listening on {} with {workers} workers (pid {}; RLIMIT_NOFILE {nofile}: room for {} container interfaces)",
         env!("CARGO_PKG_VERSION"),
         opts.socket.display(),
-        std::process::id()
+        std::process::id(),
+        limits::max_ports(nofile, workers, opts.engine.uplink.is_some()),
     );
-    if let Some(sig) = signals.forever().next() {
-        eprintln!("tapnet: signal {sig}, removing every container and network");
+    let stop = wait_for_stop(&stops, &exits);
+    match &stop {
+        Stop::Signal(sig) => eprintln!("tapnet: signal {sig}, removing every container and network"),
+        Stop::Worker(e) => eprintln!("tapnet: {e}; removing every container and network"),
+        Stop::Api(why) => eprintln!("tapnet: the API server stopped ({why}); removing every container and network"),
     }
-    for e in shared.shutdown() {
+    shared.stop();
+    for e in threads.stop() {
         eprintln!("tapnet: teardown: {e}");
     }
-    Ok(())
+    let _ = std::fs::remove_file(&opts.socket);
+    match stop {
+        Stop::Signal(_) => Ok(()),
+        Stop::Worker(e) => Err(DaemonError::WorkerDied(e)),
+        Stop::Api(why) => Err(DaemonError::ApiDied(why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_worker_stops_the_daemon_like_a_signal() {
+        let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
+        let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
+        sig_tx.send(Stop::Signal(SIGINT)).unwrap();
+        assert_eq!(wait_for_stop(&sig_rx, &exit_rx), Stop::Signal(SIGINT));
+        sig_tx.send(Stop::Api("boom".into())).unwrap();
+        assert_eq!(wait_for_stop(&sig_rx, &exit_rx), Stop::Api("boom".into()));
+        let e = WorkerExit { worker: 1, reason: "panicked: boom".into() };
+        exit_tx.send(e.clone()).unwrap();
+        assert_eq!(wait_for_stop(&sig_rx, &exit_rx), Stop::Worker(e.clone()));
+        // The daemon's error, as `tapnet daemon` prints it.
+        assert_eq!(
+            DaemonError::WorkerDied(e).to_string(),
+            "dataplane worker 1 stopped: panicked: boom; removed every container and network"
+        );
+        // Every worker gone (the channel closed) is a stop too.
+        drop(exit_tx);
+        assert!(matches!(wait_for_stop(&sig_rx, &exit_rx), Stop::Worker(_)));
+    }
 }

@@ -1,50 +1,60 @@
-//! The daemon's state: the engine shared by the API threads, the state
+//! The daemon's state: the view that reads are served from, the state
 //! directory's lock and `namespaces.json`, and the recovery of what a
 //! daemon that died left behind.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use super::{ioe, DaemonError};
-use crate::engine::Engine;
+use crate::engine::{Engine, View};
 
-/// What the API threads, the sweeper and the main thread share.
+/// What the API threads and the main thread share. The engine itself is
+/// not here: the engine thread owns it (`work.rs`).
 pub(super) struct Shared {
-    pub(super) engine: Mutex<Option<Engine>>,
-    pub(super) state_file: PathBuf,
-    pub(super) socket: PathBuf,
+    /// The latest view; `None` once the daemon is shutting down. The lock
+    /// is only held to copy or replace the `Arc`, never during a read or a
+    /// change.
+    view: RwLock<Option<Arc<View>>>,
+    stopping: AtomicBool,
 }
 
 impl Shared {
-    pub(super) fn lock(&self) -> MutexGuard<'_, Option<Engine>> {
-        // A panic while holding the lock must not wedge the daemon: the
-        // engine's state is still consistent between operations.
-        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn new(first: View) -> Shared {
+        Shared { view: RwLock::new(Some(Arc::new(first))), stopping: AtomicBool::new(false) }
     }
 
-    pub(super) fn save(&self, engine: &Engine) {
-        let names = engine.owned_namespaces();
-        let tmp = self.state_file.with_extension("json.tmp");
-        if std::fs::write(&tmp, serde_json::to_vec(&names).unwrap_or_default()).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.state_file);
+    /// The latest view, unless the daemon is shutting down.
+    pub(super) fn view(&self) -> Option<Arc<View>> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn publish(&self, v: View) {
+        if !self.stopping() {
+            *self.view.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(v));
         }
     }
 
-    /// Tear everything down; returns the problems met on the way.
-    pub(super) fn shutdown(&self) -> Vec<String> {
-        let mut g = self.lock();
-        let errs = match g.take() {
-            Some(mut e) => {
-                let errs = e.shutdown();
-                self.save(&e);
-                errs
-            }
-            None => Vec::new(),
-        };
-        let _ = std::fs::remove_file(&self.socket);
-        errs
+    /// From now on requests are answered "shutting down".
+    pub(super) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// Write the namespaces `engine` made to `state_file` (replacing it
+/// atomically), for the next daemon to remove if this one dies.
+pub(super) fn save(state_file: &Path, engine: &Engine) {
+    let names = engine.owned_namespaces();
+    let tmp = state_file.with_extension("json.tmp");
+    if std::fs::write(&tmp, serde_json::to_vec(&names).unwrap_or_default()).is_ok() {
+        let _ = std::fs::rename(&tmp, state_file);
     }
 }
 
@@ -73,4 +83,9 @@ pub(super) fn lock_dir(dir: &Path) -> Result<File, DaemonError> {
         return Err(DaemonError::StateLocked(dir.display().to_string()));
     }
     Ok(f)
+}
+
+/// Where the state file of a state directory is.
+pub(super) fn state_file(dir: &Path) -> PathBuf {
+    dir.join("namespaces.json")
 }

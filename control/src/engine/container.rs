@@ -1,8 +1,7 @@
 //! Containers: their namespace ("sandbox"), their network mode (a network,
 //! none, host, container:OTHER), connecting and disconnecting networks,
-//! and the hosts files that let containers find each other by name.
+//! and their own `/etc/netns/NAME` files (`hosts`, `resolv.conf`).
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use dataplane::wire::MacAddr;
@@ -10,7 +9,7 @@ use dataplane::wire::MacAddr;
 use super::endpoint::Endpoint;
 use super::ids::check_name;
 use super::publish::{self, Mapping};
-use super::{Engine, EngineError, Result};
+use super::{name_list, Engine, EngineError, Result};
 use crate::api::{ContainerEndpoint, ContainerInfo, ContainerSpec, PublishedPort};
 use crate::ipam::parse_addr;
 use crate::sandbox;
@@ -98,7 +97,9 @@ impl Engine {
         }
         let mode = Mode::parse(network);
         let ip = ip.map(parse_addr).transpose()?;
-        let mac = mac.map(|m| m.parse::<MacAddr>()).transpose()?;
+        let mac = mac
+            .map(|m| m.parse::<MacAddr>().map_err(|_| dataplane::wire::ethernet::ParseMacError(crate::api::cut(m))))
+            .transpose()?;
         if !matches!(mode, Mode::Bridge(_)) {
             if ip.is_some() {
                 return Err(EngineError::NeedsNetwork("--ip"));
@@ -112,7 +113,7 @@ impl Engine {
         let (sandbox, owns) = match &mode {
             Mode::Host => (PathBuf::from(format!("/proc/{}/ns/net", std::process::id())), false),
             Mode::Container(other) => {
-                let o = self.containers.get(other).ok_or_else(|| EngineError::NoContainer(other.clone()))?;
+                let o = self.containers.get(other).ok_or_else(|| EngineError::no_container(other))?;
                 (o.sandbox.clone(), false)
             }
             Mode::None => (sandbox::create(name)?, true),
@@ -132,38 +133,31 @@ impl Engine {
                 self.sync_router()?;
                 Ok(ep)
             });
-            match res {
-                Ok(ep) => {
-                    let gw = self.networks[net.as_str()].ipam.gateway();
-                    let _ = crate::hosts::write_resolv_conf(name, gw);
-                    let _ = ep;
-                }
-                Err(e) => {
-                    let _ = self.container_rm(name);
-                    return Err(e);
-                }
+            if let Err(e) = res {
+                let _ = self.container_rm(name);
+                return Err(e);
             }
         }
-        self.refresh_hosts();
-        self.container_inspect(name)
+        self.write_files(name);
+        self.publish_container(name);
+        self.container_info(name)
     }
 
     pub fn container_rm(&mut self, name: &str) -> Result<()> {
-        let c = self.containers.get(name).ok_or_else(|| EngineError::NoContainer(name.into()))?;
+        let c = self.containers.get(name).ok_or_else(|| EngineError::no_container(name))?;
         if c.owns_sandbox {
-            let mut sharers: Vec<&String> = self
+            let sharers: Vec<String> = self
                 .containers
                 .iter()
-                .filter(|(_, o)| o.mode == Mode::Container(name.to_string()))
-                .map(|(n, _)| n)
+                .filter(|(_, o)| matches!(&o.mode, Mode::Container(other) if other == name))
+                .map(|(n, _)| n.clone())
                 .collect();
             if !sharers.is_empty() {
-                sharers.sort();
-                let list = sharers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-                return Err(EngineError::SandboxShared(name.into(), list));
+                return Err(EngineError::SandboxShared(name.into(), name_list(sharers)));
             }
         }
         let c = self.containers.remove(name).expect("checked");
+        self.publish_container(name);
         let mut first_err = None;
         for ep in &c.endpoints {
             if let Err(e) = self.detach(ep) {
@@ -189,18 +183,12 @@ impl Engine {
                 first_err.get_or_insert(e.into());
             }
         }
-        self.refresh_hosts();
         first_err.map_or(Ok(()), Err)
     }
 
-    pub fn container_ls(&self) -> Vec<ContainerInfo> {
-        let mut names: Vec<&String> = self.containers.keys().collect();
-        names.sort();
-        names.into_iter().filter_map(|n| self.container_inspect(n).ok()).collect()
-    }
-
-    pub fn container_inspect(&self, name: &str) -> Result<ContainerInfo> {
-        let c = self.containers.get(name).ok_or_else(|| EngineError::NoContainer(name.into()))?;
+    /// Container `name` as `inspect` shows it, from the engine's state.
+    pub(super) fn container_info(&self, name: &str) -> Result<ContainerInfo> {
+        let c = self.containers.get(name).ok_or_else(|| EngineError::no_container(name))?;
         let networks = c
             .endpoints
             .iter()
@@ -241,11 +229,11 @@ impl Engine {
 
     /// Where to enter to run inside container `name`.
     pub fn sandbox_of(&self, name: &str) -> Result<&Path> {
-        Ok(&self.containers.get(name).ok_or_else(|| EngineError::NoContainer(name.into()))?.sandbox)
+        Ok(&self.containers.get(name).ok_or_else(|| EngineError::no_container(name))?.sandbox)
     }
 
     pub(super) fn own_sandbox(&self, name: &str) -> Result<&Container> {
-        let c = self.containers.get(name).ok_or_else(|| EngineError::NoContainer(name.into()))?;
+        let c = self.containers.get(name).ok_or_else(|| EngineError::no_container(name))?;
         if !c.owns_sandbox {
             return Err(EngineError::NoSandbox(name.into(), c.mode.text()));
         }
@@ -255,22 +243,24 @@ impl Engine {
     pub fn network_connect(&mut self, net: &str, container: &str, ip: Option<&str>) -> Result<ContainerInfo> {
         let ip = ip.map(parse_addr).transpose()?;
         if !self.networks.contains_key(net) {
-            return Err(EngineError::NoNetwork(net.into()));
+            return Err(EngineError::no_network(net));
         }
         let c = self.own_sandbox(container)?;
         if c.endpoints.iter().any(|e| e.network == net) {
             return Err(EngineError::AlreadyConnected(container.into(), net.into()));
         }
         self.attach(container, net, ip, None)?;
+        // The endpoint exists from here on, whatever fails next.
+        self.write_files(container);
+        self.publish_container(container);
         self.sync_network(net)?;
         self.sync_router()?;
-        self.refresh_hosts();
-        self.container_inspect(container)
+        self.container_info(container)
     }
 
     pub fn network_disconnect(&mut self, net: &str, container: &str) -> Result<ContainerInfo> {
         if !self.networks.contains_key(net) {
-            return Err(EngineError::NoNetwork(net.into()));
+            return Err(EngineError::no_network(net));
         }
         let c = self.own_sandbox(container)?;
         let i = c
@@ -279,33 +269,29 @@ impl Engine {
             .position(|e| e.network == net)
             .ok_or_else(|| EngineError::NotConnected(container.into(), net.into()))?;
         let ep = self.containers.get_mut(container).expect("checked").endpoints.remove(i);
+        self.write_files(container);
+        self.publish_container(container);
         self.detach(&ep)?;
         self.sync_network(net)?;
         self.sync_router()?;
         let _ = self.dp.conntrack_forget(u32::from(ep.port));
-        self.refresh_hosts();
-        self.container_inspect(container)
+        self.container_info(container)
     }
 
-    /// Rewrite every container's hosts file (`/etc/netns/NAME/hosts`) so
-    /// containers resolve each other's names on the networks they share.
-    /// Best effort: name resolution is a convenience, never a reason to
-    /// fail an operation.
-    pub(super) fn refresh_hosts(&self) {
-        for (name, c) in self.containers.iter().filter(|(_, c)| c.owns_sandbox) {
-            let own = c.endpoints.first().map(|e| e.addr);
-            let mut peers: Vec<(String, Ipv4Addr)> = self
-                .containers
-                .iter()
-                .filter(|(n, _)| *n != name)
-                .filter_map(|(n, o)| {
-                    let shared = o.endpoints.iter().find(|e| c.endpoints.iter().any(|m| m.network == e.network))?;
-                    Some((n.clone(), shared.addr))
-                })
-                .collect();
-            peers.sort();
-            let _ = crate::hosts::write(name, &crate::hosts::render(name, own, &peers));
-        }
+    /// Write container `name`'s own `/etc/netns/NAME` files: `hosts` with
+    /// its own name at its first address, `resolv.conf` with the gateways
+    /// of its networks, where the dataplane answers DNS with the names of
+    /// the containers on each network. Nothing about other containers is
+    /// written, so a change costs the same file writes however many
+    /// containers there are. Best effort: name resolution is a
+    /// convenience, never a reason to fail an operation.
+    pub(super) fn write_files(&self, name: &str) {
+        let Some(c) = self.containers.get(name).filter(|c| c.owns_sandbox) else { return };
+        let own = c.endpoints.first().map(|e| e.addr);
+        let _ = crate::hosts::write(name, &crate::hosts::render(name, own));
+        let gateways: Vec<_> =
+            c.endpoints.iter().filter_map(|e| self.networks.get(&e.network)).map(|n| n.ipam.gateway()).collect();
+        let _ = crate::hosts::write_resolv_conf(name, &gateways);
     }
 }
 

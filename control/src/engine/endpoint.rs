@@ -3,6 +3,7 @@
 //! address, MAC and port and undoes all of it if a later step fails.
 
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, RawFd};
 
 use dataplane::port::{PortId, PortQueue};
 use dataplane::wire::MacAddr;
@@ -19,12 +20,15 @@ pub(super) struct Endpoint {
     pub(super) mac: MacAddr,
     pub(super) addr: Ipv4Addr,
     pub(super) port: PortId,
+    /// The descriptors of the TAP's queues, which the dataplane owns until
+    /// the port is removed (for [`Engine::shutdown`]).
+    pub(super) queue_fds: Vec<RawFd>,
 }
 
 impl Engine {
     /// Validate an endpoint's network, address and MAC without changing anything.
     pub(super) fn check_endpoint(&self, net: &str, ip: Option<Ipv4Addr>, mac: Option<MacAddr>) -> Result<()> {
-        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let n = self.networks.get(net).ok_or_else(|| EngineError::no_network(net))?;
         match ip {
             Some(a) => n.ipam.check(a)?,
             None => {
@@ -54,7 +58,7 @@ impl Engine {
         mac: Option<MacAddr>,
     ) -> Result<Endpoint> {
         self.check_endpoint(net, ip, mac)?;
-        let c = self.containers.get(cname).ok_or_else(|| EngineError::NoContainer(cname.into()))?;
+        let c = self.containers.get(cname).ok_or_else(|| EngineError::no_container(cname))?;
         let sandbox = c.sandbox.clone();
         let ifname = sandbox::next_ifname(&sandbox)?;
         let default_route = !sandbox::has_default_route(&sandbox)?;
@@ -72,11 +76,9 @@ impl Engine {
                 return Err(e);
             }
         };
-        let tmp = format!("tp{:x}x{}", std::process::id(), port);
         let spec = EndpointSpec {
             sandbox: &sandbox,
             ifname: &ifname,
-            tmp_name: &tmp,
             mac,
             addr,
             prefix,
@@ -86,15 +88,20 @@ impl Engine {
             queues: self.dp.workers(),
         };
         let res = sandbox::attach(&spec).map_err(EngineError::from).and_then(|qs| {
+            let fds = qs.iter().map(|q| q.as_raw_fd()).collect();
             let qs = qs.into_iter().map(PortQueue::Tap).collect();
-            Ok(self.dp.add_port(port, PortRole::Access(net_id), mtu, qs)?)
+            self.dp.add_port(port, PortRole::Access(net_id), mtu, qs)?;
+            Ok(fds)
         });
-        if let Err(e) = res {
-            self.networks.get_mut(net).expect("checked").ipam.release(addr);
-            self.port_ids.release(port);
-            return Err(e);
-        }
-        let ep = Endpoint { network: net.into(), ifname, mac, addr, port };
+        let queue_fds = match res {
+            Ok(fds) => fds,
+            Err(e) => {
+                self.networks.get_mut(net).expect("checked").ipam.release(addr);
+                self.port_ids.release(port);
+                return Err(e);
+            }
+        };
+        let ep = Endpoint { network: net.into(), ifname, mac, addr, port, queue_fds };
         self.containers.get_mut(cname).expect("checked").endpoints.push(ep.clone());
         Ok(ep)
     }

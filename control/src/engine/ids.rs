@@ -22,7 +22,7 @@ impl IdPool {
 }
 
 pub(super) fn check_name(what: &'static str, name: &str, max: usize) -> Result<()> {
-    let bad = |why| Err(EngineError::BadName { what, name: name.to_string(), why });
+    let bad = |why| Err(EngineError::BadName { what, name: crate::api::cut(name), why });
     if name.is_empty() {
         return bad("must not be empty");
     }

@@ -1,77 +1,38 @@
-//! What the engine shows: a network's MAC table and the dataplane's
-//! counters, by port, drop reason, network and worker.
+//! What a [`View`] shows of the dataplane, live: a network's MAC table,
+//! the connection table and the counters, by port, drop reason, network
+//! and worker; and the static MAC entries `tapnet fdb add` makes.
 
 use std::collections::BTreeMap;
 
 use dataplane::port::PortId;
 use hashbrown::HashMap;
 
-use super::{Engine, EngineError, Result};
+use super::{Engine, EngineError, Result, View};
 use crate::api::{ConntrackInfo, ConntrackRow, FdbInfo, FdbRow, PortStats, StatsInfo, WorkerInfo};
 
-impl Engine {
+impl View {
     /// Every port's name (`container:interface`, `uplink:IFACE`) and
     /// network.
     fn port_names(&self) -> HashMap<PortId, (String, String)> {
         let mut m: HashMap<PortId, (String, String)> = self
+            .state
             .containers
-            .iter()
-            .flat_map(|(cn, c)| {
-                c.endpoints.iter().map(move |e| (e.port, (format!("{cn}:{}", e.ifname), e.network.clone())))
+            .values()
+            .flat_map(|c| {
+                c.networks.iter().map(move |e| (e.port, (format!("{}:{}", c.name, e.interface), e.network.clone())))
             })
             .collect();
-        if let Some(u) = &self.uplink {
-            m.insert(u.cfg.port, (format!("uplink:{}", u.link), String::new()));
+        if let Some((port, name)) = &self.uplink {
+            m.insert(*port, (name.clone(), String::new()));
         }
-        for (name, n) in &self.networks {
-            for &(remote, p) in n.overlay.iter().flat_map(|o| &o.peers) {
-                m.insert(p, (format!("vtep:{remote}"), name.clone()));
-            }
-        }
-        for (k, t) in &self.tunnels {
-            let what = match k.encap {
-                dataplane::overlay::tunnel::Encap::Vxlan => format!("tunnel:vxlan:{}:{}", k.underlay, k.port),
-                dataplane::overlay::tunnel::Encap::Gre => format!("tunnel:gre:{}", k.underlay),
-            };
-            m.insert(t.port, (what, String::new()));
+        for (p, v) in self.state.overlay_ports.iter() {
+            m.insert(*p, v.clone());
         }
         m
     }
 
-    /// `tapnet fdb add NET MAC --vtep IP`: pin `mac` to a remote VTEP.
-    pub fn fdb_add(&mut self, net: &str, mac: &str, vtep: &str) -> Result<FdbInfo> {
-        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
-        let mac: dataplane::wire::MacAddr = mac.parse()?;
-        if !mac.is_unicast() {
-            return Err(EngineError::MacNotUnicast(mac));
-        }
-        let Some(ov) = &n.overlay else {
-            return Err(EngineError::BadOverlay(format!("network {net:?} is not an overlay: it has no VTEPs")));
-        };
-        let remote: std::net::Ipv4Addr =
-            vtep.parse().map_err(|_| EngineError::BadOverlay(format!("--vtep {vtep:?} is not an IPv4 address")))?;
-        let Some(&(_, port)) = ov.peers.iter().find(|(a, _)| *a == remote) else {
-            return Err(EngineError::BadOverlay(format!("{remote} is not a peer of network {net:?}")));
-        };
-        if mac == n.gateway_mac {
-            return Err(EngineError::MacIsGateway(mac, net.into()));
-        }
-        n.fdb.insert_static(mac, port);
-        self.fdb(net)
-    }
-
-    /// `tapnet fdb del NET MAC`: remove a static entry `fdb add` made.
-    pub fn fdb_del(&mut self, net: &str, mac: &str) -> Result<FdbInfo> {
-        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
-        let mac: dataplane::wire::MacAddr = mac.parse()?;
-        if mac == n.gateway_mac || !n.fdb.remove_static(mac) {
-            return Err(EngineError::BadOverlay(format!("{mac} has no static entry that fdb add made on {net:?}")));
-        }
-        self.fdb(net)
-    }
-
     pub fn fdb(&self, net: &str) -> Result<FdbInfo> {
-        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let n = self.state.networks.get(net).ok_or_else(|| EngineError::no_network(net))?;
         let names = self.port_names();
         let now = self.dp.now_ms();
         let entries = n
@@ -117,6 +78,7 @@ impl Engine {
         ports.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
         let drops = st.drops().into_iter().map(|(r, v)| (r.name().to_string(), v)).collect();
         let networks: BTreeMap<String, BTreeMap<String, u64>> = self
+            .state
             .networks
             .iter()
             .map(|(name, n)| {
@@ -164,6 +126,61 @@ impl Engine {
             })
             .collect();
         entries.sort_by(|a, b| (&a.protocol, &a.original).cmp(&(&b.protocol, &b.original)));
-        Ok(ConntrackInfo { entries, max: self.cfg.conntrack_max })
+        Ok(ConntrackInfo { entries, max: self.conntrack_max })
+    }
+}
+
+impl Engine {
+    /// `tapnet fdb add NET MAC --vtep IP`: pin `mac` to a remote VTEP.
+    pub fn fdb_add(&mut self, net: &str, mac: &str, vtep: &str) -> Result<FdbInfo> {
+        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let mac: dataplane::wire::MacAddr = mac.parse()?;
+        if !mac.is_unicast() {
+            return Err(EngineError::MacNotUnicast(mac));
+        }
+        let Some(ov) = &n.overlay else {
+            return Err(EngineError::BadOverlay(format!("network {net:?} is not an overlay: it has no VTEPs")));
+        };
+        let remote: std::net::Ipv4Addr =
+            vtep.parse().map_err(|_| EngineError::BadOverlay(format!("--vtep {vtep:?} is not an IPv4 address")))?;
+        let Some(&(_, port)) = ov.peers.iter().find(|(a, _)| *a == remote) else {
+            return Err(EngineError::BadOverlay(format!("{remote} is not a peer of network {net:?}")));
+        };
+        if mac == n.gateway_mac {
+            return Err(EngineError::MacIsGateway(mac, net.into()));
+        }
+        n.fdb.insert_static(mac, port);
+        self.fdb(net)
+    }
+
+    /// `tapnet fdb del NET MAC`: remove a static entry `fdb add` made.
+    pub fn fdb_del(&mut self, net: &str, mac: &str) -> Result<FdbInfo> {
+        let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
+        let mac: dataplane::wire::MacAddr = mac.parse()?;
+        if mac == n.gateway_mac || !n.fdb.remove_static(mac) {
+            return Err(EngineError::BadOverlay(format!("{mac} has no static entry that fdb add made on {net:?}")));
+        }
+        self.fdb(net)
+    }
+
+    pub fn fdb(&self, net: &str) -> Result<FdbInfo> {
+        self.view().fdb(net)
+    }
+
+    pub fn stats(&self) -> StatsInfo {
+        self.view().stats()
+    }
+
+    pub fn conntrack(&self) -> Result<ConntrackInfo> {
+        self.view().conntrack()
+    }
+
+    /// Expire old MAC entries; the daemon calls this about once a second.
+    pub fn sweep(&self) {
+        let now = self.dp.now_ms();
+        for n in self.networks.values() {
+            n.fdb.sweep(now);
+        }
+        self.log_peer_failures(now);
     }
 }

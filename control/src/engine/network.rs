@@ -10,8 +10,8 @@ use dataplane::stats::NetId;
 use dataplane::wire::MacAddr;
 
 use super::ids::check_name;
-use super::{Engine, EngineError, Result};
-use crate::api::{NetworkEndpoint, NetworkInfo, NetworkSpec};
+use super::{name_list, Engine, EngineError, Result};
+use crate::api::{NetworkInfo, NetworkSpec};
 use crate::ipam::{mac_for, parse_addr, Ipam, Subnet};
 
 pub(super) struct Network {
@@ -41,6 +41,7 @@ impl Engine {
             return Err(EngineError::NetworkExists(name.into()));
         }
         let subnet: Subnet = subnet.parse()?;
+        crate::ipam::check_usable(&subnet)?;
         if let Some((other, n)) = self.networks.iter().find(|(_, n)| n.ipam.subnet().overlaps(&subnet)) {
             return Err(EngineError::Overlap(subnet, other.clone(), n.ipam.subnet()));
         }
@@ -100,6 +101,7 @@ impl Engine {
             self.net_ids.release(n.net);
             return Err(e);
         }
+        self.publish_network(name);
         if let Ok(t) = self.probe_target(name) {
             // Check the overlay once in the background and log what it
             // found (the peers may well not be up yet).
@@ -115,73 +117,24 @@ impl Engine {
         self.network_inspect(name)
     }
 
-    pub fn network_ls(&self) -> Vec<NetworkInfo> {
-        let mut names: Vec<&String> = self.networks.keys().collect();
-        names.sort();
-        names.into_iter().filter_map(|n| self.network_inspect(n).ok()).collect()
-    }
-
-    pub fn network_inspect(&self, name: &str) -> Result<NetworkInfo> {
-        let n = self.networks.get(name).ok_or_else(|| EngineError::NoNetwork(name.into()))?;
-        let prefix = n.ipam.subnet().prefix;
-        let mut containers: Vec<NetworkEndpoint> = self
-            .containers
-            .iter()
-            .flat_map(|(cn, c)| {
-                c.endpoints.iter().filter(|e| e.network == name).map(move |e| NetworkEndpoint {
-                    container: cn.clone(),
-                    interface: e.ifname.clone(),
-                    mac_address: e.mac.to_string(),
-                    ipv4_address: format!("{}/{}", e.addr, prefix),
-                    port: e.port,
-                })
-            })
-            .collect();
-        containers.sort_by(|a, b| a.container.cmp(&b.container));
-        Ok(NetworkInfo {
-            name: name.into(),
-            id: n.id.clone(),
-            driver: n.overlay.as_ref().map_or("tapnet-bridge", |o| o.key.encap.name()).into(),
-            subnet: n.ipam.subnet().to_string(),
-            gateway: n.ipam.gateway().to_string(),
-            mtu: n.mtu,
-            fdb_max: n.fdb.capacity(),
-            fdb_ageing: n.fdb.ageing_ms() / 1000,
-            masquerade: n.masquerade,
-            internal: n.internal,
-            icc: n.icc,
-            overlay: n.overlay.as_ref().map(|o| crate::api::OverlayInfo {
-                id: o.id,
-                underlay: o.key.underlay.to_string(),
-                peers: o.peers.iter().map(|(a, _)| a.to_string()).collect(),
-                port: o.key.port,
-                ip_range: n.ipam.range().map(|r| r.to_string()),
-                path_mtu: o.path_mtu,
-                mss_clamp: o.mss_clamp,
-                udp_csum: o.udp_csum,
-            }),
-            containers,
-        })
-    }
-
     pub fn network_rm(&mut self, name: &str) -> Result<()> {
         if !self.networks.contains_key(name) {
-            return Err(EngineError::NoNetwork(name.into()));
+            return Err(EngineError::no_network(name));
         }
-        let mut users: Vec<String> = self
+        let users: Vec<String> = self
             .containers
             .iter()
             .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == name))
             .map(|(n, _)| n.clone())
             .collect();
         if !users.is_empty() {
-            users.sort();
-            return Err(EngineError::NetworkInUse(name.into(), users.join(", ")));
+            return Err(EngineError::NetworkInUse(name.into(), name_list(users)));
         }
         let n = self.networks.remove(name).expect("checked above");
         if let Some(ov) = &n.overlay {
             self.overlay_down(ov);
         }
+        self.publish_network(name);
         self.dp.remove_network(n.net)?;
         self.net_ids.release(n.net);
         self.sync_router()

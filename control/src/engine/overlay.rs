@@ -90,19 +90,11 @@ fn bad(what: &str) -> EngineError {
 }
 
 fn parse_v4(what: &str, s: &str) -> Result<Ipv4Addr> {
-    let a: Ipv4Addr = s.parse().map_err(|_| bad(&format!("{what} {:?} is not an IPv4 address", cut(s))))?;
+    let a: Ipv4Addr = s.parse().map_err(|_| bad(&format!("{what} {:?} is not an IPv4 address", crate::api::cut(s))))?;
     if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
         return Err(bad(&format!("{what} {a} is not a unicast host address")));
     }
     Ok(a)
-}
-
-fn cut(s: &str) -> String {
-    if s.len() > 64 {
-        format!("{}…", s.chars().take(64).collect::<String>())
-    } else {
-        s.to_string()
-    }
 }
 
 /// The interface holding `addr` in the calling thread's namespace, and its
@@ -143,7 +135,8 @@ impl Engine {
     /// What `tapnet overlay check NET` probes.
     pub(super) fn probe_target(&self, net: &str) -> Result<super::probe::Target> {
         let n = self.networks.get(net).ok_or_else(|| EngineError::NoNetwork(net.into()))?;
-        let o = n.overlay.as_ref().ok_or_else(|| bad(&format!("network {:?} is not an overlay", cut(net))))?;
+        let o =
+            n.overlay.as_ref().ok_or_else(|| bad(&format!("network {:?} is not an overlay", crate::api::cut(net))))?;
         Ok(super::probe::Target {
             encap: o.key.encap,
             underlay: o.key.underlay,
@@ -153,13 +146,6 @@ impl Engine {
             mtu: n.mtu,
             max: o.path_mtu,
         })
-    }
-
-    /// Probe every peer of overlay network `net`.
-    pub fn overlay_check(&self, net: &str) -> Result<super::probe::CheckReport> {
-        let t = self.probe_target(net)?;
-        let peers = super::probe::check(&t).map_err(|e| bad(&format!("probe sockets: {e}")))?;
-        Ok(super::probe::CheckReport { network: net.into(), driver: t.encap.name().into(), peers })
     }
 
     /// Check a network spec's driver and overlay options without changing
@@ -185,7 +171,7 @@ impl Engine {
             }
             "vxlan" => Encap::Vxlan,
             "gre" => Encap::Gre,
-            other => return Err(bad(&format!("unknown driver {:?}: bridge, vxlan or gre", cut(other)))),
+            other => return Err(bad(&format!("unknown driver {:?}: bridge, vxlan or gre", crate::api::cut(other)))),
         };
         let id = match (encap, spec.vni, spec.key) {
             (Encap::Vxlan, Some(v), None) if (1..=0x00ff_ffff).contains(&v) => v,

@@ -29,7 +29,7 @@ pub(super) fn proto_name(p: L4) -> &'static str {
 }
 
 fn bad(spec: &str, why: &str) -> EngineError {
-    EngineError::BadPublish(spec.chars().take(64).collect(), why.to_string())
+    EngineError::BadPublish(crate::api::cut(spec), why.to_string())
 }
 
 /// `A` or `A-B` as an inclusive range of ports 1..=65535.

@@ -173,6 +173,11 @@ impl Engine {
     pub fn made_links(&self) -> Vec<String> {
         self.uplink.iter().filter(|u| u.made).map(|u| u.link.clone()).collect()
     }
+
+    /// The uplink's port and its name as `stats` shows it.
+    pub(super) fn uplink_port(&self) -> Option<(dataplane::port::PortId, String)> {
+        self.uplink.as_ref().map(|u| (u.cfg.port, format!("uplink:{}", u.link)))
+    }
 }
 
 /// 64 random bits from the kernel.

@@ -27,6 +27,13 @@ pub const RTM_NEWADDR: u16 = 20;
 pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
 pub const RTM_GETROUTE: u16 = 26;
+pub const RTM_NEWQDISC: u16 = 36;
+/// `NLM_F_REPLACE`: replace what exists (with `NLM_F_CREATE`: or create).
+pub const NLM_F_REPLACE: u16 = 0x100;
+/// `TCA_KIND`: a qdisc's kind, e.g. "noqueue".
+pub const TCA_KIND: u16 = 1;
+/// `TC_H_ROOT`: the parent of a device's root qdisc.
+pub const TC_H_ROOT: u32 = 0xffff_ffff;
 
 pub const IFLA_ADDRESS: u16 = 1;
 pub const IFLA_IFNAME: u16 = 3;
@@ -73,6 +80,14 @@ pub mod ifinfomsg {
     pub const FLAGS: usize = 8;
     pub const CHANGE: usize = 12;
     pub const LEN: usize = 16;
+}
+/// `struct tcmsg`.
+pub mod tcmsg {
+    pub const FAMILY: usize = 0;
+    pub const INDEX: usize = 4;
+    pub const HANDLE: usize = 8;
+    pub const PARENT: usize = 12;
+    pub const LEN: usize = 20;
 }
 /// `struct ifaddrmsg`.
 pub mod ifaddrmsg {

@@ -169,3 +169,28 @@ fn errors() {
     // The socket is still in sync after errors.
     assert_eq!(nl.link_index("lo").unwrap(), 1);
 }
+
+#[test]
+#[ignore = "needs root: creates network namespaces and a TAP device"]
+fn noqueue_root_qdisc_on_a_multiqueue_tap() {
+    let ns = TestNs::new("nq");
+    let mut nl = ns.netlink();
+    let qdiscs = |dev: &str| {
+        let out = std::process::Command::new("tc").args(["-n", &ns.name, "qdisc", "show", "dev", dev]).output();
+        String::from_utf8_lossy(&out.expect("run tc").stdout).into_owned()
+    };
+    // The queues are opened inside the namespace, so the TAP lives there.
+    let queues = netns::run_in(&ns.path, || {
+        dataplane::port::tap::open_multiqueue("tq0", 2, dataplane::port::tap::DEFAULT_OFFLOADS)
+    })
+    .unwrap()
+    .unwrap();
+    let tq = nl.link_index("tq0").unwrap();
+    nl.link_set_noqueue(tq).unwrap();
+    nl.link_set_up(tq, true).unwrap();
+    let q = qdiscs("tq0");
+    assert!(q.contains("qdisc noqueue") && !q.contains("pfifo_fast") && !q.contains("qdisc mq"), "{q}");
+    assert_eq!(kernel_errno(&nl.link_set_noqueue(9999).unwrap_err()), Some(libc::ENODEV));
+    drop(queues);
+    assert!(matches!(nl.link_index("tq0"), Err(NetlinkError::NoSuchLink(_))), "the TAP outlived its queues");
+}

@@ -215,6 +215,11 @@ impl Worker {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
     fn my_stats(&self) -> &WorkerStats {
         &self.stats.workers[self.id]
     }
