@@ -133,7 +133,13 @@ pub(super) fn overlay_check(sock: &Path, json: bool, network: String) -> Result<
     }
     let bad: Vec<&str> = r.peers.iter().filter(|p| !p.ok()).map(|p| p.peer.as_str()).collect();
     if !bad.is_empty() {
-        return Err(format!("overlay {}: {} of {} peers failed the check: {}", r.network, bad.len(), r.peers.len(), bad.join(", ")));
+        return Err(format!(
+            "overlay {}: {} of {} peers failed the check: {}",
+            r.network,
+            bad.len(),
+            r.peers.len(),
+            bad.join(", ")
+        ));
     }
     Ok(())
 }

@@ -81,9 +81,8 @@ enum Prober {
 fn set_probe_pmtu(fd: libc::c_int) -> io::Result<()> {
     let v: libc::c_int = IP_PMTUDISC_PROBE;
     // SAFETY: fd is an open socket; v is a live c_int of the size given.
-    let r = unsafe {
-        libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, (&v as *const libc::c_int).cast(), 4)
-    };
+    let r =
+        unsafe { libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, (&v as *const libc::c_int).cast(), 4) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }

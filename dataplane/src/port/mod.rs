@@ -312,7 +312,9 @@ impl PortQueue {
                     let dst = std::net::SocketAddrV4::new(remote, dst_port);
                     let mut sent = 0;
                     for chunk in iov.chunks(2 * per_call) {
-                        sent += q.send_gso(hash as usize, dst, chunk, seg.min(usize::from(u16::MAX)) as u16).unwrap_or_default();
+                        sent += q
+                            .send_gso(hash as usize, dst, chunk, seg.min(usize::from(u16::MAX)) as u16)
+                            .unwrap_or_default();
                     }
                     sent
                 }
