@@ -226,6 +226,51 @@ fn masquerade_tcp_udp_and_ping_to_the_outside() {
     assert!(router_event(&h, "flows_created") >= 4);
 }
 
+/// The workers holding the connection-table entries of `kind` whose
+/// original tuple ends in `to`.
+fn workers_of(h: &Host, kind: &str, to: &str) -> (usize, std::collections::BTreeSet<u64>) {
+    let ct = conntrack(h);
+    let e: Vec<&serde_json::Value> =
+        ct.iter().filter(|e| e["kind"] == kind && e["original"].as_str().unwrap().ends_with(to)).collect();
+    (e.len(), e.iter().map(|e| e["worker"].as_u64().unwrap()).collect())
+}
+
+#[test]
+#[ignore = "needs root: a daemon with real namespaces, TAP devices and a veth uplink"]
+fn flows_to_one_server_and_from_one_client_spread_over_the_workers() {
+    // What used to put every flow on one worker: many connections to one
+    // server (the remote end the same for all), and one Linux client's
+    // connections (source ports all even).
+    let (h, o) = nat_host("ns", "10.250.11", &["--workers", "2"]);
+    h.network("n", "10.243.0.0/24", &[]);
+    let a = h.name("a");
+    h.container(&a, "n");
+    let web = h.name("web");
+    let v = h.json(&["container", "create", &web, "--network", "n", "-p", "8080:80"]);
+    let ip_web = v["networks"][0]["ipv4_address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    const N: usize = 16;
+    let mut client_ports = Vec::new();
+    for _ in 0..N {
+        tcp_exchange(&o.ns, sa(&o.ip(), 7100), &a, sa(&o.ip(), 7100)).expect("TCP out");
+        udp_exchange(&o.ns, sa(&o.ip(), 7101), &a, sa(&o.ip(), 7101)).expect("UDP out");
+        let peer = tcp_exchange(&web, sa(&ip_web, 80), &o.ns, sa(&o.uplink_ip(), 8080)).expect("published TCP");
+        client_ports.push(peer.port());
+    }
+    // (With 2 workers and fair hashing, all 16 on one worker: 1 in 32768.)
+    for (kind, to) in [("SNAT", format!("{}:7100", o.ip())), ("SNAT", format!("{}:7101", o.ip()))] {
+        let (n, workers) = workers_of(&h, kind, &to);
+        assert_eq!(n, N, "{kind} to {to}");
+        assert_eq!(workers.len(), 2, "{kind} flows to {to} all on worker {workers:?}");
+    }
+    assert!(client_ports.iter().all(|p| p % 2 == client_ports[0] % 2), "the client's ports: {client_ports:?}");
+    let (n, workers) = workers_of(&h, "DNAT", &format!("{}:8080", o.uplink_ip()));
+    assert_eq!(n, N);
+    assert_eq!(workers.len(), 2, "DNAT flows from one client all on worker {workers:?}");
+    // The kernel's steering and the router agreed on every frame.
+    assert_eq!(router_event(&h, "uplink_missteered"), 0);
+    assert!(router_event(&h, "flows_created") >= 3 * N as u64);
+}
+
 #[test]
 #[ignore = "needs root: a daemon with real namespaces, TAP devices and a veth uplink"]
 fn published_tcp_udp_and_range_ports_reach_the_container() {
@@ -381,6 +426,8 @@ fn icmp_errors_from_the_outside_arrive_translated() {
     assert!(r.verified);
     assert!(router_event(&h, "icmp_translated") >= 3, "{}", h.json(&["stats"])["router"]);
     assert!(router_event(&h, "icmp_sent") >= 1);
+    // Each error reached the worker owning the flow it quotes.
+    assert_eq!(router_event(&h, "uplink_missteered"), 0);
 }
 
 #[test]

@@ -170,6 +170,10 @@ reasons! {
         HandedOff => "handed_off",
         /// Frames received from another worker.
         HandedIn => "handed_in",
+        /// Frames from the uplink that the kernel's steering delivered to a
+        /// worker not owning their flow (handed over too). Stays 0 unless
+        /// the steering program and the router disagree.
+        UplinkMissteered => "uplink_missteered",
         /// Frames that waited for ARP resolution.
         ArpQueued => "arp_queued",
         /// Frames on the uplink that are not for tapnet (other addresses,

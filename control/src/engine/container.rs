@@ -68,7 +68,7 @@ impl Engine {
         }
         let mut all: Vec<Mapping> = Vec::new();
         for s in specs {
-            for m in publish::parse(s, u.opts.ip)? {
+            for m in publish::parse(s, u.opts.ip, &self.cfg.snat_ports)? {
                 let taken = |o: &Mapping| o.proto == m.proto && o.host_port == m.host_port;
                 let by = if all.iter().any(taken) {
                     Some(name.to_string())

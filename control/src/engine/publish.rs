@@ -5,9 +5,12 @@
 //! protocol defaulting to tcp and a range mapping port for port. IP, when
 //! given, must be the uplink address (or 0.0.0.0): the dataplane owns one
 //! address on the uplink. A host port published once cannot be published
-//! again (per protocol).
+//! again (per protocol), and none may lie in the masquerade port range
+//! (`--snat-ports`): the uplink's steering tells replies to masqueraded
+//! flows by those ports (`dataplane::port::steer`).
 
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 
 use dataplane::router::L4;
 
@@ -56,8 +59,9 @@ fn port_range(spec: &str, s: &str) -> Result<(u16, u16)> {
 }
 
 /// Parse one `-p` value. `uplink` is the uplink address, which an explicit
-/// host IP must name.
-pub(super) fn parse(spec: &str, uplink: Ipv4Addr) -> Result<Vec<Mapping>> {
+/// host IP must name; `snat` the masquerade port range, which host ports
+/// must stay out of.
+pub(super) fn parse(spec: &str, uplink: Ipv4Addr, snat: &RangeInclusive<u16>) -> Result<Vec<Mapping>> {
     let (body, proto) = match spec.rsplit_once('/') {
         None => (spec, L4::Tcp),
         Some((b, "tcp")) => (b, L4::Tcp),
@@ -81,6 +85,16 @@ pub(super) fn parse(spec: &str, uplink: Ipv4Addr) -> Result<Vec<Mapping>> {
     if h1 - h0 != c1 - c0 {
         return Err(bad(spec, "the host and container port ranges must have the same length"));
     }
+    if h0 <= *snat.end() && *snat.start() <= h1 {
+        return Err(bad(
+            spec,
+            &format!(
+                "host ports {}-{} are masquerade source ports (--snat-ports): publish a port outside them, or start the daemon with other --snat-ports",
+                snat.start(),
+                snat.end()
+            ),
+        ));
+    }
     Ok((0..=h1 - h0).map(|i| Mapping { proto, host_port: h0 + i, container_port: c0 + i }).collect())
 }
 
@@ -89,6 +103,11 @@ mod tests {
     use super::*;
 
     const U: Ipv4Addr = Ipv4Addr::new(10, 254, 0, 1);
+    const SNAT: RangeInclusive<u16> = 32768..=60999;
+
+    fn parse(spec: &str, u: Ipv4Addr) -> Result<Vec<Mapping>> {
+        super::parse(spec, u, &SNAT)
+    }
 
     fn m(proto: L4, h: u16, c: u16) -> Mapping {
         Mapping { proto, host_port: h, container_port: c }
@@ -128,6 +147,12 @@ mod tests {
         ] {
             assert!(parse(s, U).is_err(), "{s:?}");
         }
+        for s in ["32768:80", "60999:80/udp", "32760-32770:80-90", "60990-61000:1-11"] {
+            let e = parse(s, U).unwrap_err().to_string();
+            assert!(e.contains("masquerade source ports") && e.contains("32768-60999"), "{s}: {e}");
+        }
+        assert!(parse("32767:80", U).is_ok() && parse("61000:80", U).is_ok());
+        assert!(super::parse("40000:80", U, &(1000..=2000)).is_ok(), "the daemon's range, not the default");
         let long = "9".repeat(100_000);
         let e = parse(&long, U).unwrap_err().to_string();
         assert!(e.len() < 300, "{}", e.len());

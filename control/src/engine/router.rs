@@ -75,8 +75,9 @@ impl Engine {
         for c in self.containers.values() {
             let Some(ep) = c.endpoints.first() else { continue };
             for m in &c.published {
-                cfg.published.insert(
-                    (m.proto, m.host_port),
+                cfg.publish(
+                    m.proto,
+                    m.host_port,
                     Published { ip: ep.addr, port: m.container_port, tag: u32::from(ep.port) },
                 );
             }

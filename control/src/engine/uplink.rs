@@ -122,7 +122,8 @@ impl Engine {
                 }
             }
         };
-        let queues = match packet::open_fanout(link.as_str(), self.dp.workers(), None) {
+        let steering = dataplane::port::steer::Steering { uplink: opts.ip, snat_ports: self.cfg.snat_ports.clone() };
+        let queues = match packet::open_fanout(link.as_str(), self.dp.workers(), None, &steering) {
             Ok(q) => q,
             Err(e) => {
                 undo(&mut nl);

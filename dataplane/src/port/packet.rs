@@ -37,7 +37,7 @@ use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
-use super::steer::fanout_program;
+use super::steer::{fanout_program, Steering};
 use super::{check_ifname, IFNAMSIZ};
 
 /// Most messages one [`PacketQueue::recv_batch`] or
@@ -562,7 +562,8 @@ impl AsFd for PacketQueue {
 
 /// Open `n` sockets on `iface` and join them, in order, in one
 /// `PACKET_FANOUT_CBPF` group steered by [`fanout_program`]: `queues[i]`
-/// receives the frames whose [`super::steer::uplink_hash`] is `i` modulo `n`.
+/// receives the frames whose [`super::steer::uplink_hash`] for `steering`
+/// is `i` modulo `n`.
 ///
 /// `group` is the fanout group id, unique per network namespace. `None`
 /// lets the kernel choose an unused one (`PACKET_FANOUT_FLAG_UNIQUEID`),
@@ -578,6 +579,7 @@ pub fn open_fanout<'a>(
     iface: impl Into<Iface<'a>>,
     n: usize,
     group: Option<u16>,
+    steering: &Steering,
 ) -> Result<Vec<PacketQueue>, PacketError> {
     if n == 0 || n > MAX_FANOUT {
         return Err(PacketError::FanoutSize(n));
@@ -604,7 +606,7 @@ pub fn open_fanout<'a>(
         }
         queues.push(PacketQueue { fd, ifindex, fanout: Some(id), scratch: Scratch::new() });
     }
-    let prog = fanout_program();
+    let prog = fanout_program(steering);
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
     // The program is the group's: attaching it through any member will do.
     setsockopt(&queues[0].fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog)
@@ -641,7 +643,7 @@ fn fanout_id(fd: &OwnedFd) -> io::Result<u16> {
 mod tests {
     use super::*;
     use crate::port::steer::tests::{MAC_A, MAC_B};
-    use crate::port::steer::{self, flow_hash, uplink_hash, worker_for};
+    use crate::port::steer::{self, uplink_hash, worker_for, Steering};
     use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4};
     use crate::wire::{checksum, IpProtocol, VNET_HDR_LEN};
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
@@ -828,8 +830,11 @@ mod tests {
         assert!(matches!(PacketQueue::open("a b"), Err(PacketError::InvalidName(_))));
         assert!(matches!(PacketQueue::open(""), Err(PacketError::InvalidName(_))));
         assert!(matches!(PacketQueue::open(0u32), Err(PacketError::ZeroIndex)));
-        assert!(matches!(open_fanout("lo", 0, None), Err(PacketError::FanoutSize(0))));
-        assert!(matches!(open_fanout("lo", MAX_FANOUT + 1, None), Err(PacketError::FanoutSize(257))));
+        assert!(matches!(open_fanout("lo", 0, None, &steer::tests::steering()), Err(PacketError::FanoutSize(0))));
+        assert!(matches!(
+            open_fanout("lo", MAX_FANOUT + 1, None, &steer::tests::steering()),
+            Err(PacketError::FanoutSize(257))
+        ));
         assert!(matches!(interface_index("tn-none-such"), Err(PacketError::NoSuchInterface { .. })));
         // The loopback device is index 1 in every namespace.
         assert_eq!(interface_index("lo").unwrap(), 1);
@@ -1054,7 +1059,7 @@ mod tests {
             ip(&format!("addr add 10.77.1.1/24 dev {UP}"));
             ip(&format!("neigh replace 10.77.1.2 lladdr {} dev {UP} nud permanent", mac(MAC_PEER)));
             let q = PacketQueue::open(UP).unwrap();
-            let mut group = open_fanout(UP, 2, None).unwrap();
+            let mut group = open_fanout(UP, 2, None, &steer::tests::steering()).unwrap();
             // Control: a group joined without PACKET_FANOUT_FLAG_IGNORE_OUTGOING
             // (its member still sets PACKET_IGNORE_OUTGOING on itself).
             let control = open_socket().unwrap();
@@ -1103,10 +1108,10 @@ mod tests {
         frames
     }
 
-    fn fanout_steers_like_uplink_hash(n: usize) {
+    fn fanout_steers_like_uplink_hash(n: usize, s: Steering) {
         with_veth(move |v| {
             peer_stack();
-            let qs = open_fanout(UP, n, None).unwrap();
+            let qs = open_fanout(UP, n, None, &s).unwrap();
             let group = qs[0].fanout_group().expect("a group id");
             assert!(qs.iter().all(|q| q.fanout_group() == Some(group) && q.ifindex() == v.up));
             let peer = Raw::open(v.peer);
@@ -1122,22 +1127,27 @@ mod tests {
             ip(&format!("link set {UP} mtu 9000"));
             ip(&format!("link set {PEER} mtu 9000"));
             let paged = PacketQueue::open(v.peer).unwrap();
+            // Each with the first port that takes it to a member other
+            // than 0, where a load that faulted would send it.
+            let off_zero = |make: &dyn Fn(u16) -> Vec<u8>| {
+                (6000..7000u16).map(make).find(|f| worker_for(uplink_hash(&s, f), n) != 0).expect("some port")
+            };
             let jumbo = [
-                steer::tests::udp([203, 0, 113, 99], [198, 51, 100, 2], 6000, 53),
-                steer::tests::tcp([203, 0, 113, 98], [198, 51, 100, 2], 6001, 443),
-                steer::tests::icmp_error(
-                    [192, 0, 2, 1],
-                    [198, 51, 100, 2],
-                    3,
-                    4,
-                    &steer::tests::udp([198, 51, 100, 2], [203, 0, 113, 97], 1, 6002),
-                ),
+                off_zero(&|p| steer::tests::udp([203, 0, 113, 99], [198, 51, 100, 2], p, 53)),
+                off_zero(&|p| steer::tests::tcp([203, 0, 113, 98], [198, 51, 100, 2], p, 443)),
+                off_zero(&|p| {
+                    steer::tests::icmp_error(
+                        [192, 0, 2, 1],
+                        [198, 51, 100, 2],
+                        3,
+                        4,
+                        &steer::tests::udp([198, 51, 100, 2], [203, 0, 113, 97], 1, p),
+                    )
+                }),
             ];
             for mut f in jumbo {
                 f.resize(6000, 0xee); // Ethernet padding as far as the program is concerned
-                                      // A load that faulted would yield 0, member 0: make sure
-                                      // that would show.
-                assert_ne!(worker_for(uplink_hash(&f), n), 0);
+                assert_ne!(worker_for(uplink_hash(&s, &f), n), 0);
                 assert_eq!(paged.send(&with_vnet([0; VNET_HDR_LEN], &f)).unwrap(), VNET_HDR_LEN + f.len());
                 sent.push(f);
             }
@@ -1187,7 +1197,7 @@ mod tests {
                 }
             }
             for (i, f) in &got {
-                assert_eq!(worker_for(uplink_hash(f), n), *i, "frame on the wrong member: {f:02x?}");
+                assert_eq!(worker_for(uplink_hash(&s, f), n), *i, "frame on the wrong member: {f:02x?}");
             }
             // The kernel strips a VLAN tag before any packet socket sees the
             // frame (the tag is only in PACKET_AUXDATA), and the steering
@@ -1199,8 +1209,16 @@ mod tests {
             }
             let peer_ip = Ipv4Addr::from(IP_PEER);
             let replies: Vec<u32> =
-                got.iter().filter(|(_, f)| !sent.contains(f)).map(|(_, f)| uplink_hash(f)).collect();
-            let mut want = vec![flow_hash(peer_ip, 9999), flow_hash(peer_ip, 0x4242), flow_hash(peer_ip, 7), 0];
+                got.iter().filter(|(_, f)| !sent.contains(f)).map(|(_, f)| uplink_hash(&s, f)).collect();
+            // Each the key of its flow's replies (the port unreachable's
+            // is that of the datagram it quotes, swapped).
+            let up_ip = Ipv4Addr::from(IP_UP);
+            let mut want = vec![
+                s.inbound(false, peer_ip, 9999, up_ip, 40_000),
+                s.inbound(true, peer_ip, 0x4242, up_ip, 0x4242),
+                s.inbound(false, peer_ip, 7, up_ip, 40_001),
+                0,
+            ];
             let mut have = replies.clone();
             want.sort_unstable();
             have.sort_unstable();
@@ -1214,13 +1232,16 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates a veth pair in a private network namespace"]
     fn fanout_of_2_steers_like_uplink_hash() {
-        fanout_steers_like_uplink_hash(2);
+        // Steered for the test frames' uplink address.
+        fanout_steers_like_uplink_hash(2, steer::tests::steering());
     }
 
     #[test]
     #[ignore = "needs root: creates a veth pair in a private network namespace"]
     fn fanout_of_3_steers_like_uplink_hash() {
-        fanout_steers_like_uplink_hash(3);
+        // Steered for the veth's address, which the peer's stack answers:
+        // its replies take the masquerade-port rules.
+        fanout_steers_like_uplink_hash(3, Steering { uplink: Ipv4Addr::from(IP_UP), snat_ports: 32768..=60999 });
     }
 
     /// What the fanout hook's program sees on this kernel, with probe
@@ -1232,7 +1253,7 @@ mod tests {
     fn fanout_program_runs_at_the_network_header() {
         use libc::{BPF_ABS, BPF_B, BPF_LD, BPF_LDX, BPF_MISC, BPF_MSH, BPF_RET, BPF_TXA};
         with_veth(|v| {
-            let qs = open_fanout(UP, 2, None).unwrap();
+            let qs = open_fanout(UP, 2, None, &steer::tests::steering()).unwrap();
             let peer = Raw::open(v.peer);
             let ins = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
             // Two IPv4 frames to MAC 02:…, one with IHL 5 (0x45), one with
@@ -1276,13 +1297,13 @@ mod tests {
     #[ignore = "needs root: creates a veth pair in a private network namespace"]
     fn fanout_group_ids() {
         with_veth(|v| {
-            let a = open_fanout(UP, 2, None).unwrap();
-            let b = open_fanout(UP, 1, None).unwrap();
+            let a = open_fanout(UP, 2, None, &steer::tests::steering()).unwrap();
+            let b = open_fanout(UP, 1, None, &steer::tests::steering()).unwrap();
             assert_ne!(a[0].fanout_group(), b[0].fanout_group(), "the kernel picks unused ids");
-            let c = open_fanout(Iface::Index(v.up), 2, Some(0x7e57)).unwrap();
+            let c = open_fanout(Iface::Index(v.up), 2, Some(0x7e57), &steer::tests::steering()).unwrap();
             assert_eq!(c[1].fanout_group(), Some(0x7e57));
             // That id is taken on another interface.
-            let e = open_fanout(PEER, 1, Some(0x7e57)).unwrap_err();
+            let e = open_fanout(PEER, 1, Some(0x7e57), &steer::tests::steering()).unwrap_err();
             assert!(matches!(e, PacketError::JoinFanout { group: 0x7e57, .. }), "{e}");
         });
     }

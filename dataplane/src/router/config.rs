@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use crate::port::PortId;
 use crate::stats::NetId;
@@ -152,7 +152,11 @@ pub struct RouterConfig {
     /// so an address names one interface).
     pub endpoints: HashMap<Ipv4Addr, Endpoint>,
     /// Published ports on the uplink address: `(protocol, host port)`.
+    /// Filled by [`RouterConfig::publish`], which keeps `targets` in step.
     pub published: HashMap<(L4, u16), Published>,
+    /// Where published ports lead: `(protocol, container address, port)`
+    /// (a packet from one is a reply to a DNAT flow, steered as such).
+    pub targets: HashSet<(L4, Ipv4Addr, u16)>,
     /// Every network's subnet, to refuse routing between networks.
     pub subnets: Vec<(Subnet, NetId)>,
 }
@@ -164,6 +168,7 @@ impl Default for RouterConfig {
             snat_ports: DEFAULT_SNAT_PORTS,
             endpoints: HashMap::new(),
             published: HashMap::new(),
+            targets: HashSet::new(),
             subnets: Vec::new(),
         }
     }
@@ -174,6 +179,23 @@ impl Default for RouterConfig {
 pub const DEFAULT_SNAT_PORTS: RangeInclusive<u16> = 32768..=60999;
 
 impl RouterConfig {
+    /// Publish host port `port` of protocol `l4` on the uplink address.
+    pub fn publish(&mut self, l4: L4, port: u16, to: Published) {
+        self.published.insert((l4, port), to);
+        self.targets.insert((l4, to.ip, to.port));
+    }
+
+    /// Whether `ip:port` is where a published port of `proto` leads.
+    #[inline]
+    pub fn is_target(&self, proto: crate::nat::Proto, ip: Ipv4Addr, port: u16) -> bool {
+        let l4 = match proto {
+            crate::nat::Proto::Tcp => L4::Tcp,
+            crate::nat::Proto::Udp => L4::Udp,
+            crate::nat::Proto::Icmp => return false,
+        };
+        !self.targets.is_empty() && self.targets.contains(&(l4, ip, port))
+    }
+
     /// The network whose subnet holds `ip`, if any.
     #[inline]
     pub fn network_of(&self, ip: Ipv4Addr) -> Option<NetId> {

@@ -2,14 +2,29 @@
 //! from the uplink, found in (or added to) this worker's connection table,
 //! translated, and sent on with its TTL decremented.
 //!
-//! Every flow has an owning worker, chosen from its remote end (the end
-//! NAT never translates): `flow_hash(remote ip, remote port) % workers`
-//! (`crate::port::steer`). The kernel steers uplink frames to it; a frame
-//! from a container that arrived on another worker is handed over before
-//! its flow is looked up, so a flow's entry lives in one table only and no
-//! lock is needed. When NAT picks the translated port or ICMP identifier of
-//! a flow whose remote end *is* that port (a hairpin flow seen from the
-//! target, an ICMP echo), it picks one this worker owns.
+//! Every flow has an owning worker, and a flow's entry lives in its
+//! owner's table only, so no lock is needed. The kernel steers uplink
+//! frames to the worker [`steer`] computes from the frame; a frame from a
+//! container that arrived on another worker is handed over before its flow
+//! is looked up. Both sides name the same worker for every flow:
+//!
+//! | flow | from a container | from the uplink |
+//! |---|---|---|
+//! | masqueraded (SNAT), hairpin | any (below) | `port_hash(translated port)` |
+//! | to a published port (DNAT) | `end_hash(remote end)` | `end_hash(remote end)` |
+//! | of a network without masquerade | `end_hash(remote end)` | `end_hash(remote end)` |
+//!
+//! A masqueraded flow is owned by the worker its container side names
+//! ([`Router::net_key`]: the whole 5-tuple, so one container's flows to one
+//! server spread), and that worker picks its translated port (or ICMP
+//! identifier) among those whose `port_hash` it owns. A hairpin target's
+//! replies, to the uplink address and that port, name it too. Writing a
+//! flow's frames to a container through its own TAP queue teaches the
+//! kernel to send the container's next frames of that flow to that queue
+//! (`tun_flow_update`), so hand-overs are mostly a flow's first frames.
+//! Published host ports must lie outside the masquerade range (the control
+//! plane refuses others), or the uplink could not tell a reply from a new
+//! connection by port.
 //!
 //! New flows follow the network's policy:
 //! - from a container to the uplink address: hairpin to a published port
@@ -31,7 +46,7 @@ use std::net::Ipv4Addr;
 
 use crate::nat::{self, Classified, ConntrackError, FlowKey, IcmpErrorRewrite, L4Csum, NatDrop, NewFlow, Proto};
 use crate::packet::PacketBuf;
-use crate::port::steer;
+use crate::port::steer::{self, end_hash, mix, port_hash};
 use crate::stats::{DropReason, RouterEvent, WorkerStats};
 use crate::wire::{ethernet, MacAddr};
 
@@ -57,6 +72,13 @@ impl From<'_> {
     }
 }
 
+/// The key of a masqueraded flow from a container: its whole 5-tuple.
+#[inline]
+fn flow_key_hash(k: &FlowKey) -> u32 {
+    let ports = u32::from(k.sport) << 16 | u32::from(k.dport);
+    mix(u32::from(k.src) ^ mix(u32::from(k.dst) ^ mix(ports ^ u32::from(k.proto.number()))))
+}
+
 /// Why NAT refused a packet, as a counter.
 fn nat_drop(e: NatDrop) -> DropReason {
     match e {
@@ -76,10 +98,46 @@ enum Egress {
 }
 
 impl Router {
-    /// The worker that owns a flow whose remote end is `(ip, port)`.
+    /// The worker steering key `key` names.
     #[inline]
-    pub(super) fn owner(&self, ip: Ipv4Addr, port: u16) -> u16 {
-        steer::worker_for(steer::flow_hash(ip, port), usize::from(self.workers)) as u16
+    fn owner_of(&self, key: u32) -> u16 {
+        steer::worker_for(key, usize::from(self.workers)) as u16
+    }
+
+    /// Whether `port` is one NAT gives flows of `proto` on the uplink
+    /// address (the steering program's rule).
+    #[inline]
+    fn is_nat_port(&self, proto: Proto, port: u16) -> bool {
+        proto == Proto::Icmp || self.cfg.snat_ports.contains(&port)
+    }
+
+    /// The steering key of a packet from a container of `nc` with flow key
+    /// `k` (see the module docs): what names its flow's owner.
+    #[inline]
+    pub(super) fn net_key(&self, nc: &NetConfig, k: &FlowKey) -> u32 {
+        let uplink = self.cfg.uplink.map(|u| u.ip);
+        if Some(k.dst) == uplink {
+            if self.is_nat_port(k.proto, k.dport) {
+                // A hairpin target's reply, to the port its flow was given.
+                return port_hash(k.dport);
+            }
+        } else if !nc.masquerade || self.cfg.is_target(k.proto, k.src, k.sport) {
+            // Untranslated, or a reply from a published port: by the remote
+            // end, as its frames from the uplink are steered.
+            return end_hash(k.dst, k.dport);
+        }
+        flow_key_hash(k)
+    }
+
+    /// The steering key of a packet from the uplink with flow key `k`: the
+    /// key the fanout program gives its frame.
+    #[inline]
+    pub(super) fn uplink_key(&self, u: &UplinkConfig, k: &FlowKey) -> u32 {
+        if k.dst == u.ip && self.is_nat_port(k.proto, k.dport) {
+            port_hash(k.dport)
+        } else {
+            end_hash(k.src, k.sport)
+        }
     }
 
     /// Route a packet from a container (not for the gateway itself) or from
@@ -112,12 +170,15 @@ impl Router {
         };
         match classified {
             Classified::Flow(f) => {
-                let remote = match from {
-                    From::Net(_) => (f.key.dst, f.key.dport),
-                    From::Uplink(_) => (f.key.src, f.key.sport),
+                let key = match from {
+                    From::Net(nc) => self.net_key(nc, &f.key),
+                    From::Uplink(u) => self.uplink_key(u, &f.key),
                 };
-                let owner = self.owner(remote.0, remote.1);
+                let owner = self.owner_of(key);
                 if owner != self.worker {
+                    if matches!(from, From::Uplink(_)) {
+                        st.router(RouterEvent::UplinkMissteered);
+                    }
                     return Action::Handoff(owner);
                 }
                 let target = match self.ct.lookup(&f.key, now) {
@@ -141,12 +202,17 @@ impl Router {
                 self.send_to(buf, &egress, now, st)
             }
             Classified::IcmpError(info) => {
-                let remote = match from {
-                    From::Net(_) => (info.inner.src, info.inner.sport),
-                    From::Uplink(_) => (info.inner.dst, info.inner.dport),
+                // The quoted packet went the other way: its flow's packets
+                // from this side carry the key reversed.
+                let key = match from {
+                    From::Net(nc) => self.net_key(nc, &info.inner.reverse()),
+                    From::Uplink(u) => self.uplink_key(u, &info.inner.reverse()),
                 };
-                let owner = self.owner(remote.0, remote.1);
+                let owner = self.owner_of(key);
                 if owner != self.worker {
+                    if matches!(from, From::Uplink(_)) {
+                        st.router(RouterEvent::UplinkMissteered);
+                    }
                     return Action::Handoff(owner);
                 }
                 let Some((id, dir)) = self.ct.lookup_icmp_error(&info.inner, now) else {
@@ -196,26 +262,27 @@ impl Router {
                 if k.dst == u.ip {
                     // Hairpin: a published port of the uplink address, from
                     // inside. The target answers to the uplink address, on a
-                    // port this worker owns.
+                    // port whose key this worker owns.
                     let Some(p) = published(k.proto, k.dport) else {
                         return Err(Action::Drop(DropReason::PortClosed));
                     };
                     let sport = self
                         .ct
                         .alloc(k.proto, p.ip, p.port, u.ip, k.sport, self.cfg.snat_ports.clone(), |x| {
-                            self.owner(u.ip, x) == me
+                            self.owner_of(port_hash(x)) == me
                         })
                         .ok_or(Action::Drop(DropReason::NatPortsExhausted))?;
                     (FlowKey::new(k.proto, p.ip, p.port, u.ip, sport), p.tag)
                 } else if nc.masquerade {
-                    let (range, icmp) = match k.proto {
-                        Proto::Icmp => (1..=u16::MAX, true),
-                        _ => (self.cfg.snat_ports.clone(), false),
+                    let range = match k.proto {
+                        Proto::Icmp => 1..=u16::MAX,
+                        _ => self.cfg.snat_ports.clone(),
                     };
-                    // An ICMP identifier is part of the remote end's hash.
+                    // Replies are steered by the port: one whose key this
+                    // worker owns.
                     let x = self
                         .ct
-                        .alloc(k.proto, k.dst, k.dport, u.ip, k.sport, range, |x| !icmp || self.owner(k.dst, x) == me)
+                        .alloc(k.proto, k.dst, k.dport, u.ip, k.sport, range, |x| self.owner_of(port_hash(x)) == me)
                         .ok_or(Action::Drop(DropReason::NatPortsExhausted))?;
                     (k.with_src(u.ip, x).reverse(), tag)
                 } else {
