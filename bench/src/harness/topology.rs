@@ -314,7 +314,7 @@ pub(super) fn kernel_bridge(n: &mut Netlink, addr: &Addressing) -> Result<u32> {
 }
 
 /// Inside namespace `ns`: `eth0` at `ip/prefix`, up, with a default route
-/// via `gateway` if given.
+/// via `gateway` if given; returns once it runs (its peer must be up).
 pub(super) fn eth0_up(ns: &Path, ip: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> Result<()> {
     netns::run_in(ns, || -> Result<()> {
         let mut n = Netlink::open().map_err(nl("open netlink in namespace"))?;
@@ -323,6 +323,17 @@ pub(super) fn eth0_up(ns: &Path, ip: Ipv4Addr, prefix: u8, gateway: Option<Ipv4A
         n.link_set_up(i, true).map_err(nl("set eth0 up"))?;
         if let Some(gw) = gateway {
             n.route_add_v4(Ipv4Addr::UNSPECIFIED, 0, Some(gw), Some(i)).map_err(nl("add default route"))?;
+        }
+        // A veth is up at once but runs only when the kernel's link watcher
+        // has seen its carrier (up to a second later); until then it drops
+        // what it is sent. Wait for it (the peer is up already), so the
+        // first packet of a run is not lost.
+        let t0 = Instant::now();
+        while !n.link_get("eth0").map_err(nl("get eth0"))?.running {
+            if t0.elapsed() > Duration::from_secs(5) {
+                return Err(BenchError::Setup { step: "wait for eth0", detail: "not running after 5 s".into() });
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
     })?

@@ -82,6 +82,8 @@ fn veth_move_configure_address_route() {
     nb.link_set_mtu(eth0, 1400).unwrap();
     nb.link_set_mac(eth0, mac).unwrap();
     nb.link_set_up(eth0, true).unwrap();
+    // Up, but its peer is down: no carrier, so not running.
+    assert!(!nb.link_get("eth0").unwrap().running);
     na.link_set_up(host.index, true).unwrap();
     let got = nb.link_get("eth0").unwrap();
     assert_eq!((got.mtu, got.mac, got.up, got.kind.as_deref()), (1400, Some(mac), true, Some("veth")));

@@ -20,6 +20,9 @@ pub struct LinkInfo {
     pub mac: Option<[u8; 6]>,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// Operationally up (`IFF_RUNNING`): carrier is on and the kernel has
+    /// attached the queueing discipline, so frames sent now are not dropped.
+    pub running: bool,
     /// Index of the bridge or bond this link is enslaved to.
     pub master: Option<u32>,
 }
@@ -202,6 +205,7 @@ pub(super) fn parse_link(p: &[u8]) -> Option<LinkInfo> {
         mtu: 0,
         mac: None,
         up: flags & libc::IFF_UP as u32 != 0,
+        running: flags & libc::IFF_RUNNING as u32 != 0,
         master: None,
     };
     for (ty, v) in Attrs(p.get(ifinfomsg::LEN..)?) {
