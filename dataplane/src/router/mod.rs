@@ -17,6 +17,8 @@
 
 pub mod arp;
 pub mod config;
+#[cfg(test)]
+mod fuzz_regressions;
 mod route;
 
 use std::net::Ipv4Addr;
@@ -445,6 +447,7 @@ impl Router {
             let old = u16::from_be_bytes([icmp[2], icmp[3]]);
             let c = checksum::update_u16(old, 0x0800, 0x0000);
             icmp[2..4].copy_from_slice(&c.to_be_bytes());
+            crate::wire::Icmpv4Packet::new_unchecked(&mut *icmp).fix_zero_checksum();
         }
         buf.set_len(end);
         buf.meta.offload = Offload::NONE;

@@ -236,9 +236,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
     /// Adjust the checksum for a 16-bit word it covers changing from `old`
     /// to `new` (RFC 1624), e.g. the echo identifier rewritten by NAT.
+    /// Follow with [`Packet::fix_zero_checksum`] once the word is written.
     pub fn update_checksum_u16(&mut self, old: u16, new: u16) {
         let c = checksum::update_u16(self.checksum(), old, new);
         self.set_checksum(c)
+    }
+    /// Correct the one result of an incremental update (RFC 1624 eqn. 3)
+    /// that does not verify: a message whose every other byte is zero sums
+    /// to +0, so only 0xffff verifies, but eqn. 3 gives 0x0000 (for any
+    /// other message 0x0000 is right, §3). ICMP has no pseudo-header, so an
+    /// echo reply with identifier, sequence number and data zero is such a
+    /// message. Only a checksum of 0x0000 starts the scan, which stops at
+    /// the first nonzero byte: within the 8-byte header of any real message.
+    #[inline]
+    pub fn fix_zero_checksum(&mut self) {
+        if self.checksum() == 0 && self.buffer.as_ref().iter().all(|&b| b == 0) {
+            self.set_checksum(0xffff)
+        }
     }
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[HEADER_LEN..]
@@ -438,6 +452,32 @@ mod tests {
         p.set_echo_ident(0xbeef);
         p.update_checksum_u16(0x1234, 0xbeef);
         assert!(p.verify_checksum());
+    }
+
+    #[test]
+    fn all_zero_echo_reply_gets_ffff() {
+        // Echo reply, identifier 5, sequence 0, no data; NAT gives it
+        // identifier 0 (found by the `wire` fuzz target).
+        let mut b = [0x00, 0x00, 0xff, 0xfa, 0x00, 0x05, 0x00, 0x00];
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        assert!(p.verify_checksum());
+        p.update_checksum_u16(5, 0);
+        p.set_echo_ident(0);
+        assert_eq!(p.checksum(), 0x0000);
+        assert!(!p.verify_checksum(), "RFC 1624 eqn. 3 on an all-zero message");
+        p.fix_zero_checksum();
+        assert_eq!(p.checksum(), 0xffff);
+        assert!(p.verify_checksum());
+        let mut again = [0u8; 8];
+        Packet::new_unchecked(&mut again[..]).fill_checksum();
+        assert_eq!(b, again);
+        // Any other message with a checksum of 0x0000 is left alone: here
+        // the other words sum to 0xffff, so 0x0000 is the right checksum.
+        let mut b = [0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00];
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        assert!(p.verify_checksum());
+        p.fix_zero_checksum();
+        assert_eq!(p.checksum(), 0x0000);
     }
 
     #[test]
