@@ -19,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use dataplane::bridge::Fdb;
 use dataplane::dns::{CookieKey, DnsTable};
 use dataplane::nat::{Conntrack, Timeouts};
+use dataplane::port::steer::Steering;
 use dataplane::port::{PortId, GATEWAY_PORT};
 use dataplane::router::{
     ArpCache, Endpoint, GatewayConfig, NetConfig, Published, Router, RouterConfig, Subnet, UplinkConfig, L4,
@@ -89,6 +90,8 @@ pub struct Host {
     pub nets: Vec<Net>,
     pub routers: Vec<Router>,
     pub arp: Arc<ArpCache>,
+    /// What the uplink's fanout program knows: where a frame is steered.
+    pub steering: Steering,
 }
 
 fn gateway(net: u8) -> GatewayConfig {
@@ -138,6 +141,7 @@ fn shared() -> &'static Shared {
                     masquerade,
                     internal,
                     dns: if i == 0 { dns.clone() } else { empty.clone() },
+                    overlay: None,
                 };
                 (Arc::new(cfg), PORTS[i])
             })
@@ -167,9 +171,9 @@ fn shared() -> &'static Shared {
                 },
             );
         }
-        rc.published.insert((L4::Tcp, 8080), Published { ip: CONTAINERS[0].ip, port: 80, tag: 1 });
-        rc.published.insert((L4::Udp, 5353), Published { ip: CONTAINERS[1].ip, port: 53, tag: 2 });
-        rc.published.insert((L4::Tcp, 2222), Published { ip: CONTAINERS[2].ip, port: 22, tag: 3 });
+        rc.publish(L4::Tcp, 8080, Published { ip: CONTAINERS[0].ip, port: 80, tag: 1 });
+        rc.publish(L4::Udp, 5353, Published { ip: CONTAINERS[1].ip, port: 53, tag: 2 });
+        rc.publish(L4::Tcp, 2222, Published { ip: CONTAINERS[2].ip, port: 22, tag: 3 });
         rc.subnets = nets.iter().enumerate().map(|(i, (n, _))| (n.gateway.subnet, i as NetId)).collect();
         Shared { nets, router: Arc::new(rc) }
     })
@@ -200,7 +204,8 @@ impl Host {
                 r
             })
             .collect();
-        Host { nets, routers, arp }
+        let steering = Steering { uplink: UPLINK_IP, snat_ports: sh.router.snat_ports.clone() };
+        Host { nets, routers, arp, steering }
     }
 
     /// Every MAC address the dataplane owns (the gateways' and the
