@@ -33,14 +33,6 @@ impl Scenario {
             Scenario::All => "all",
         }
     }
-
-    /// Why tapnet cannot run this scenario yet, if it cannot.
-    pub(super) fn unavailable(self) -> Option<&'static str> {
-        match self {
-            Scenario::Bridge | Scenario::Dnat | Scenario::Snat | Scenario::All => None,
-            Scenario::Vxlan | Scenario::Gre => Some("feature not implemented yet (tapnet overlay pending)"),
-        }
-    }
 }
 
 /// External tools for cross-checking the built-in generator.

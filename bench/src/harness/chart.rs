@@ -52,7 +52,8 @@ pub fn svg(r: &Report) -> String {
             })
         })
         .collect();
-    let unavailable: Vec<&str> = r.scenarios.iter().filter(|s| !s.available).map(|s| s.scenario.as_str()).collect();
+    let alone: Vec<&str> =
+        r.scenarios.iter().filter(|s| s.no_kernel_reference.is_some()).map(|s| s.scenario.as_str()).collect();
     let (left, width, row_h, top) = (330.0, 540.0, 28.0, 78.0);
     let max = bars.iter().map(|b| b.1).fold(1.0f64, f64::max).min(20.0) * 1.15;
     let x_of = |v: f64| left + v.min(max) / max * width;
@@ -142,12 +143,12 @@ pub fn svg(r: &Report) -> String {
         r##"<text x="{left}" y="{:.1}" text-anchor="start" fill="#444">tapnet / kernel (for latency and CPU per Gbit, lower is better)</text>"##,
         axis_y + 36.0
     );
-    if !unavailable.is_empty() {
+    if !alone.is_empty() {
         let _ = writeln!(
             o,
-            r##"<text x="16" y="{:.1}" fill="#888">not available: {} (tapnet overlay pending)</text>"##,
+            r##"<text x="16" y="{:.1}" fill="#888">no kernel reference, so no ratio: {} (see the table)</text>"##,
             axis_y + 56.0,
-            unavailable.join(", ")
+            alone.join(", ")
         );
     }
     o.push_str("</svg>\n");

@@ -28,13 +28,20 @@ pub struct Failure {
     pub error: String,
 }
 
-/// Everything measured in one scenario.
+/// Everything measured in one scenario, or in one of tapnet's modes of it
+/// (`vxlan` and `vxlan-csum` are VXLAN with zero UDP checksums and with
+/// them, against the same kernel figures).
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioResult {
     pub scenario: String,
-    pub available: bool,
+    /// tapnet's mode in this scenario, when it has several
+    /// (`udp_csum=false`, `udp_csum=true`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub mode: Option<String>,
+    /// Why the kernel column is empty, when there is no kernel reference
+    /// (gre: this kernel has no GRE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_kernel_reference: Option<String>,
     pub rows: Vec<Row>,
     pub failures: Vec<Failure>,
     /// Raw reports of the generator, by datapath then workload.
@@ -52,12 +59,22 @@ pub struct Machine {
     pub workers: usize,
 }
 
+/// The machine's load averages (1, 5, 15 minutes) when the run started
+/// and when it ended: the machine may be shared, and its load moves the
+/// figures (each run's 1-minute figure is in its detail, `loadavg_1m`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Load {
+    pub start: Option<[f64; 3]>,
+    pub end: Option<[f64; 3]>,
+}
+
 /// The whole report (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub machine: Machine,
     pub settings: Settings,
     pub interrupted: bool,
+    pub load: Load,
     pub scenarios: Vec<ScenarioResult>,
 }
 
@@ -104,22 +121,20 @@ pub fn table(r: &Report) -> String {
         s.udp_rate_pps,
         if s.repeat > 1 { format!("; median of {} runs", s.repeat) } else { String::new() }
     );
+    let load = |l: Option<[f64; 3]>| l.map_or_else(|| "?".into(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]));
+    let _ = writeln!(o, "load average: {} at the start, {} at the end", load(r.load.start), load(r.load.end));
     let _ = writeln!(
         o,
-        "{:<9} {:<13} {:<16} {:>12} {:>12} {:>14}",
+        "{:<10} {:<13} {:<16} {:>12} {:>12} {:>14}",
         "SCENARIO", "WORKLOAD", "METRIC", "KERNEL", "TAPNET", "TAPNET/KERNEL"
     );
     for sc in &r.scenarios {
-        if !sc.available {
-            let _ = writeln!(o, "{:<9} not available: {}", sc.scenario, sc.reason.as_deref().unwrap_or("unknown"));
-            continue;
-        }
         for row in &sc.rows {
             let ratio = row.ratio.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"));
             let note = if row.ratio.is_some() && row.lower_is_better { "  lower is better" } else { "" };
             let _ = writeln!(
                 o,
-                "{:<9} {:<13} {:<16} {:>12} {:>12} {:>14}{note}",
+                "{:<10} {:<13} {:<16} {:>12} {:>12} {:>14}{note}",
                 sc.scenario,
                 row.workload,
                 row.metric,
@@ -129,10 +144,13 @@ pub fn table(r: &Report) -> String {
             );
         }
         for f in &sc.failures {
-            let _ = writeln!(o, "{:<9} {} failed on {}: {}", sc.scenario, f.workload, f.datapath.name(), f.error);
+            let _ = writeln!(o, "{:<10} {} failed on {}: {}", sc.scenario, f.workload, f.datapath.name(), f.error);
+        }
+        if let Some(why) = &sc.no_kernel_reference {
+            let _ = writeln!(o, "{:<10} no kernel reference: {why}", sc.scenario);
         }
         for n in &sc.notes {
-            let _ = writeln!(o, "{:<9} note: {n}", sc.scenario);
+            let _ = writeln!(o, "{:<10} note: {n}", sc.scenario);
         }
     }
     o.push_str(CPU_NOTE);

@@ -1,7 +1,10 @@
-//! Running the scenarios: build both datapaths, check that they carry TCP,
+//! Running the scenarios: build the datapaths, check that they carry TCP,
 //! run every workload through one and then the other (alternating with
-//! `--repeat`), show progress, and pair the figures up into rows; scenarios
-//! tapnet cannot run yet are reported as not available. For tapnet, the
+//! `--repeat`), show progress, and pair the figures up into rows. A
+//! scenario may have several tapnet variants (vxlan: zero UDP checksums
+//! and `udp_csum`), each reported as a scenario of its own against the
+//! same kernel figures, and may have no kernel reference (gre, on a
+//! kernel without GRE): then tapnet is measured alone. For tapnet, the
 //! JSON detail of every run also holds what its dataplane counted during
 //! it (`tapnet_stats`: frames per wake-up, port traffic, drops, router
 //! events).
@@ -13,10 +16,12 @@ use control::engine::EngineConfig;
 
 use super::args::{Scenario, Settings};
 use super::nat::{Direction, KernelNat, NatAddressing, TapnetNat};
-use super::report::{fmt_num, Failure, Machine, Report, ScenarioResult};
+use super::overlay::{kernel_gretap, KernelOverlay, OverlayAddressing, TapnetOverlay};
+use super::report::{fmt_num, Failure, Load, Machine, Report, ScenarioResult};
 use super::topology::{Addressing, BenchError, KernelBridge, TapnetBridge, Topology};
 use super::workload::{have_iperf3, rows_for, run_workload, stats_delta, Datapath, Measurement, Workload};
 use crate::traffic;
+use dataplane::overlay::tunnel::Encap;
 
 /// Progress on stderr, one line per step so it reads well in a log too:
 /// `[######--------------]  3/14 ~55 s left  bridge/tapnet tcp_bulk_1 ... 4.10 Gbit/s`.
@@ -60,16 +65,62 @@ fn kernel_conntrack_max() -> Option<usize> {
     std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max").ok()?.trim().parse().ok()
 }
 
-/// Build one datapath of `sc` and check that the client reaches the server
-/// (which also warms ARP, the MAC tables and the NAT's port allocation).
+/// One way tapnet runs a scenario, reported as a scenario of its own:
+/// `vxlan` runs two (zero UDP checksums, the default, and `udp_csum`), the
+/// others one.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    /// The scenario name its rows are reported under.
+    name: &'static str,
+    /// tapnet's mode, for the JSON (`None`: the scenario has one).
+    mode: Option<&'static str>,
+    /// VXLAN with UDP checksums (and UDP GSO and GRO).
+    udp_csum: bool,
+}
+
+fn variants(sc: Scenario) -> Vec<Variant> {
+    match sc {
+        Scenario::Vxlan => vec![
+            Variant { name: "vxlan", mode: Some("udp_csum=false"), udp_csum: false },
+            Variant { name: "vxlan-csum", mode: Some("udp_csum=true"), udp_csum: true },
+        ],
+        _ => vec![Variant { name: sc.name(), mode: None, udp_csum: false }],
+    }
+}
+
+/// Why scenario `sc` has no kernel reference, if it has none.
+fn no_kernel_reference(sc: Scenario) -> Option<String> {
+    (sc == Scenario::Gre).then(|| match kernel_gretap() {
+        Err(why) => format!("{why}; tapnet is measured alone"),
+        Ok(()) => "the bench builds a kernel overlay for VXLAN only (this kernel could make a gretap device), \
+                   so tapnet is measured alone"
+            .into(),
+    })
+}
+
+/// One datapath as run: the kernel's, or one of tapnet's variants.
+struct Side {
+    dp: Datapath,
+    /// Index into the variants (tapnet only).
+    variant: Option<usize>,
+    /// `scenario/datapath`, for the progress lines.
+    label: String,
+    built: std::result::Result<Box<dyn Topology>, String>,
+}
+
+/// Build one datapath of `sc` (tapnet's in `variant`) and check that the
+/// client reaches the server (which also warms ARP, the MAC tables and
+/// the NAT's port allocation).
 fn build(
     sc: Scenario,
     dp: Datapath,
+    variant: Option<Variant>,
     s: &Settings,
     prefix: &str,
     conntrack_max: usize,
 ) -> std::result::Result<Box<dyn Topology>, String> {
-    eprintln!("building {}/{} ...", sc.name(), dp.name());
+    let label = variant.map_or(sc.name(), |v| v.name);
+    eprintln!("building {label}/{} ...", dp.name());
     let engine = EngineConfig {
         workers: s.workers,
         pin: s.pin,
@@ -78,6 +129,8 @@ fn build(
         ..EngineConfig::default()
     };
     let nat = NatAddressing::default();
+    let ov = OverlayAddressing::default();
+    let csum = variant.is_some_and(|v| v.udp_csum);
     let r: std::result::Result<Box<dyn Topology>, BenchError> = match (sc, dp) {
         (Scenario::Bridge, Datapath::Kernel) => {
             KernelBridge::build(&format!("{prefix}k"), Addressing::default()).map(|t| Box::new(t) as _)
@@ -95,7 +148,19 @@ fn build(
                 }
             }
         }
-        _ => return Err(format!("{}: {}", sc.name(), sc.unavailable().unwrap_or("nothing to build"))),
+        (Scenario::Vxlan, Datapath::Kernel) => {
+            KernelOverlay::build(&format!("{prefix}xk"), ov).map(|t| Box::new(t) as _)
+        }
+        (Scenario::Vxlan, Datapath::Tapnet) => {
+            let tag = if csum { "xc" } else { "xt" };
+            TapnetOverlay::build(&format!("{prefix}{tag}"), Encap::Vxlan, ov, csum, engine).map(|t| Box::new(t) as _)
+        }
+        (Scenario::Gre, Datapath::Tapnet) => {
+            TapnetOverlay::build(&format!("{prefix}gt"), Encap::Gre, ov, false, engine).map(|t| Box::new(t) as _)
+        }
+        (Scenario::Gre, Datapath::Kernel) | (Scenario::All, _) => {
+            return Err(format!("{}/{}: nothing to build", sc.name(), dp.name()))
+        }
     };
     let b = r.map_err(|e| format!("cannot build the {} datapath: {e}", dp.name()))?;
     let pair = b.pair();
@@ -111,127 +176,182 @@ fn build(
     Ok(b)
 }
 
-/// Run scenario `sc` (bridge, dnat or snat). `stop` is checked between
-/// workloads.
-fn run_scenario(sc: Scenario, s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -> ScenarioResult {
-    let name = sc.name();
-    let mut res = ScenarioResult {
-        scenario: name.into(),
-        available: true,
-        reason: None,
-        rows: Vec::new(),
-        failures: Vec::new(),
-        detail: serde_json::Map::new(),
-        notes: Vec::new(),
-    };
-    let mut workloads = if sc == Scenario::Bridge { Workload::BUILTIN.to_vec() } else { Workload::NAT.to_vec() };
+/// Run scenario `sc` through the kernel's datapath (unless it has none
+/// here) and each of tapnet's variants; one result per variant, each
+/// against the same kernel figures. `stop` is checked between workloads.
+fn run_scenario(sc: Scenario, s: &Settings, prefix: &str, stop: &AtomicBool, p: &mut Progress) -> Vec<ScenarioResult> {
+    let vars = variants(sc);
+    let no_kernel = no_kernel_reference(sc);
+    let mut notes = Vec::new();
+    let mut workloads = if sc == Scenario::Bridge { Workload::BUILTIN.to_vec() } else { Workload::TCP.to_vec() };
     if s.iperf3 {
         if have_iperf3() {
             workloads.push(Workload::Iperf3);
         } else {
             let note = "iperf3 is not installed; skipping the iperf3 cross-check".to_string();
             eprintln!("tapnet bench: {note}");
-            res.notes.push(note);
+            notes.push(note);
         }
     }
-    p.total += workloads.len() * 2 * s.repeat;
+    if let Some(why) = &no_kernel {
+        eprintln!("tapnet bench: {}: no kernel reference: {why}", sc.name());
+    }
     let default_max = EngineConfig::default().conntrack_max;
-    let conntrack_max = if sc == Scenario::Bridge { None } else { kernel_conntrack_max() };
+    let nat = matches!(sc, Scenario::Dnat | Scenario::Snat);
+    let conntrack_max = if nat { kernel_conntrack_max() } else { None };
     if let Some(m) = conntrack_max {
-        res.notes.push(format!(
+        notes.push(format!(
             "tapnet's conntrack bound is the kernel's nf_conntrack_max here, {m} (the daemon's default is {default_max})"
         ));
     }
 
-    // Both are built before anything runs, so a broken build costs no time;
-    // both guards live until the end of this function, whatever happens.
+    // Everything is built before anything runs, so a broken build costs no
+    // time; the guards live until the end of this function, whatever
+    // happens.
     let max = conntrack_max.unwrap_or(default_max);
-    let kernel = build(sc, Datapath::Kernel, s, prefix, max);
-    let tapnet = if stop.load(Ordering::Relaxed) {
-        Err("interrupted".into())
-    } else {
-        build(sc, Datapath::Tapnet, s, prefix, max)
-    };
+    let mut sides: Vec<Side> = Vec::new();
+    if no_kernel.is_none() {
+        let built = build(sc, Datapath::Kernel, None, s, prefix, max);
+        sides.push(Side { dp: Datapath::Kernel, variant: None, label: format!("{}/kernel", sc.name()), built });
+    }
+    for (i, v) in vars.iter().enumerate() {
+        let built = if stop.load(Ordering::Relaxed) {
+            Err("interrupted".into())
+        } else {
+            build(sc, Datapath::Tapnet, Some(*v), s, prefix, max)
+        };
+        sides.push(Side { dp: Datapath::Tapnet, variant: Some(i), label: format!("{}/tapnet", v.name), built });
+    }
+    p.total += workloads.len() * sides.len() * s.repeat;
 
-    let mut measured: Vec<(Workload, Option<Measurement>, Option<Measurement>)> = Vec::new();
-    let mut kdetail = serde_json::Map::new();
-    let mut tdetail = serde_json::Map::new();
+    // Per workload, the median of each side's runs.
+    let mut measured: Vec<(Workload, Vec<Option<Measurement>>)> = Vec::new();
+    let mut failures: Vec<(Option<usize>, Failure)> = Vec::new();
     for &w in &workloads {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let mut runs: [Vec<Measurement>; 2] = [Vec::new(), Vec::new()];
-        let both = [(Datapath::Kernel, &kernel), (Datapath::Tapnet, &tapnet)];
-        for (i, (dp, built)) in (0..s.repeat).flat_map(|_| both.into_iter().enumerate()) {
-            if stop.load(Ordering::Relaxed) {
-                // Keep the half measured: its kernel figure is still shown.
-                break;
-            }
-            p.start(&format!("{name}/{} {}", dp.name(), w.name()));
-            let bulk1 = measured
-                .iter()
-                .find(|x| x.0 == Workload::Bulk1)
-                .and_then(|x| if i == 0 { x.1.as_ref() } else { x.2.as_ref() }.and_then(|m| m.get("gbit_per_s")));
-            let out = match built {
-                Ok(b) => {
-                    let before = b.stats();
-                    let out = run_workload(w, dp, b.pair(), s, bulk1);
-                    out.map(|mut m| {
-                        if let (Some(b0), Some(b1)) = (before, b.stats()) {
+        let mut runs: Vec<Vec<Measurement>> = sides.iter().map(|_| Vec::new()).collect();
+        'repeat: for _ in 0..s.repeat {
+            for (i, side) in sides.iter().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    // Keep what was measured: its figures are still shown.
+                    break 'repeat;
+                }
+                p.start(&format!("{} {}", side.label, w.name()));
+                let bulk1 = measured
+                    .iter()
+                    .find(|x| x.0 == Workload::Bulk1)
+                    .and_then(|x| x.1[i].as_ref())
+                    .and_then(|m| m.get("gbit_per_s"));
+                let out = match &side.built {
+                    Ok(b) => {
+                        let before = b.stats();
+                        let load = load_average();
+                        run_workload(w, side.dp, b.pair(), s, bulk1).map(|mut m| {
                             if let Some(o) = m.detail.as_object_mut() {
-                                o.insert("tapnet_stats".into(), stats_delta(&b0, &b1));
+                                if let (Some(b0), Some(b1)) = (&before, b.stats()) {
+                                    o.insert("tapnet_stats".into(), stats_delta(b0, &b1));
+                                }
+                                if let Some(l) = load {
+                                    o.insert("loadavg_1m".into(), l[0].into());
+                                }
                             }
-                        }
-                        m
-                    })
-                }
-                Err(e) => Err(e.clone()),
-            };
-            match out {
-                Ok(m) => {
-                    p.done(&summary(w, &m));
-                    runs[i].push(m);
-                }
-                Err(e) => {
-                    p.done(&format!("failed: {e}"));
-                    res.failures.push(Failure { workload: w.name().into(), datapath: dp, error: e });
+                            m
+                        })
+                    }
+                    Err(e) => Err(e.clone()),
+                };
+                match out {
+                    Ok(m) => {
+                        p.done(&summary(w, &m));
+                        runs[i].push(m);
+                    }
+                    Err(e) => {
+                        p.done(&format!("failed: {e}"));
+                        let f = Failure { workload: w.name().into(), datapath: side.dp, error: e };
+                        failures.push((side.variant, f));
+                    }
                 }
             }
         }
-        let [k, t] = runs.map(Measurement::median);
-        for (m, d) in [(&k, &mut kdetail), (&t, &mut tdetail)] {
-            if let Some(m) = m {
-                d.insert(w.name().into(), m.detail.clone());
+        measured.push((w, runs.into_iter().map(Measurement::median).collect()));
+    }
+
+    let kernel_side = sides.iter().position(|x| x.dp == Datapath::Kernel);
+    let detail_of = |i: Option<usize>| -> serde_json::Map<String, serde_json::Value> {
+        let mut d = serde_json::Map::new();
+        if let Some(i) = i {
+            for (w, meds) in &measured {
+                if let Some(m) = &meds[i] {
+                    d.insert(w.name().into(), m.detail.clone());
+                }
             }
         }
-        measured.push((w, k, t));
-    }
-    for (w, k, t) in &measured {
-        res.rows.extend(rows_for(*w, k.as_ref(), t.as_ref()));
-    }
-    res.detail.insert("kernel".into(), kdetail.into());
-    res.detail.insert("tapnet".into(), tdetail.into());
-    if let Ok(t) = &tapnet {
-        if let Some(n) = t.workers().filter(|&n| n != s.workers) {
-            res.notes.push(format!("tapnet ran {n} workers"));
+        d
+    };
+    let mut results = Vec::new();
+    for (vi, v) in vars.iter().enumerate() {
+        let side = sides.iter().position(|x| x.variant == Some(vi));
+        let mut res = ScenarioResult {
+            scenario: v.name.into(),
+            mode: v.mode.map(str::to_string),
+            no_kernel_reference: no_kernel.clone(),
+            rows: Vec::new(),
+            // The kernel's failures are reported once, with the first variant.
+            failures: failures
+                .iter()
+                .filter(|(x, _)| *x == Some(vi) || (x.is_none() && vi == 0))
+                .map(|(_, f)| f.clone())
+                .collect(),
+            detail: serde_json::Map::new(),
+            notes: notes.clone(),
+        };
+        for (w, meds) in &measured {
+            let k = kernel_side.and_then(|i| meds[i].as_ref());
+            let t = side.and_then(|i| meds[i].as_ref());
+            res.rows.extend(rows_for(*w, k, t));
         }
+        if no_kernel.is_none() {
+            res.detail.insert("kernel".into(), detail_of(kernel_side).into());
+        }
+        res.detail.insert("tapnet".into(), detail_of(side).into());
+        if let Some(Ok(t)) = side.map(|i| &sides[i].built) {
+            let n = t.workers().unwrap_or(s.workers);
+            if matches!(sc, Scenario::Vxlan | Scenario::Gre) {
+                res.notes.push(format!(
+                    "tapnet: an engine with {n} worker(s) in each of the two host namespaces, which share this machine's cores"
+                ));
+            } else if n != s.workers {
+                res.notes.push(format!("tapnet ran {n} workers"));
+            }
+        }
+        if sc == Scenario::Vxlan {
+            res.notes.push(if v.udp_csum {
+                "tapnet sends checksummed VXLAN datagrams with UDP GSO and receives them with UDP GRO \
+                 (--udp-csum true); kernel: the same run as vxlan's"
+                    .into()
+            } else {
+                "tapnet sends VXLAN with zero UDP checksums (RFC 7348 §5, the default), one datagram per \
+                 segment; kernel: a vxlan device (also zero checksums) and a Linux bridge per host"
+                    .into()
+            });
+        }
+        results.push(res);
     }
-    eprintln!("tearing down {name} ...");
-    drop(tapnet);
-    drop(kernel);
-    res
+    eprintln!("tearing down {} ...", sc.name());
+    // tapnet's first, then the kernel's, as built in reverse.
+    while let Some(side) = sides.pop() {
+        drop(side);
+    }
+    results
 }
 
-pub(super) fn not_available(sc: Scenario) -> ScenarioResult {
-    ScenarioResult {
-        scenario: sc.name().into(),
-        available: false,
-        reason: sc.unavailable().map(str::to_string),
-        rows: Vec::new(),
-        failures: Vec::new(),
-        detail: serde_json::Map::new(),
-        notes: Vec::new(),
-    }
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
+pub(super) fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut f = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([f.next()??, f.next()??, f.next()??])
 }
 
 pub(super) fn machine(workers: usize) -> Machine {
@@ -248,16 +368,20 @@ pub fn bench(s: &Settings, stop: &AtomicBool) -> Report {
     let prefix = format!("tnb{}", std::process::id() % 100_000);
     let mut p = Progress { step: 0, total: 0, secs: s.duration_s };
     let mut scenarios = Vec::new();
+    let load_start = load_average();
     for &sc in &s.scenarios {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        scenarios.push(match sc {
-            _ if sc.unavailable().is_some() => not_available(sc),
-            _ => run_scenario(sc, s, &prefix, stop, &mut p),
-        });
+        scenarios.extend(run_scenario(sc, s, &prefix, stop, &mut p));
     }
-    Report { machine: machine(s.workers), settings: s.clone(), interrupted: stop.load(Ordering::Relaxed), scenarios }
+    Report {
+        machine: machine(s.workers),
+        settings: s.clone(),
+        interrupted: stop.load(Ordering::Relaxed),
+        load: Load { start: load_start, end: load_average() },
+        scenarios,
+    }
 }
 
 #[cfg(test)]
@@ -265,7 +389,7 @@ mod tests {
     use super::*;
     use crate::harness::args::{BenchArgs, Tool};
     use crate::harness::chart::svg;
-    use crate::harness::report::table;
+    use crate::harness::report::{table, Row};
 
     #[test]
     fn table_and_svg() {
@@ -289,26 +413,35 @@ mod tests {
         }
         .validate()
         .unwrap();
-        let mut bridge = not_available(Scenario::Vxlan);
-        bridge.scenario = "bridge".into();
-        bridge.available = true;
-        bridge.reason = None;
-        bridge.rows = rows;
+        let result = |name: &str, rows: Vec<Row>, no_kernel: Option<&str>| ScenarioResult {
+            scenario: name.into(),
+            mode: None,
+            no_kernel_reference: no_kernel.map(str::to_string),
+            rows,
+            failures: Vec::new(),
+            detail: serde_json::Map::new(),
+            notes: Vec::new(),
+        };
+        let gre = rows_for(Workload::Bulk1, None, Some(&t));
+        assert_eq!(gre[0].ratio, None);
         let r = Report {
             machine: machine(1),
             settings: s,
             interrupted: false,
-            scenarios: vec![bridge, not_available(Scenario::Vxlan)],
+            load: Load { start: Some([0.5, 1.0, 1.5]), end: None },
+            scenarios: vec![result("bridge", rows, None), result("gre", gre, Some("no GRE here"))],
         };
         let text = table(&r);
         assert!(text.contains("tcp_bulk_1"), "{text}");
-        assert!(
-            text.contains("vxlan     not available: feature not implemented yet (tapnet overlay pending)"),
-            "{text}"
-        );
+        assert!(text.contains("load average: 0.50 1.00 1.50 at the start, ? at the end"), "{text}");
+        assert!(text.contains("gre        no kernel reference: no GRE here"), "{text}");
+        let line = text.lines().find(|l| l.starts_with("gre ") && l.contains("Gbit/s")).unwrap();
+        assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["gre", "tcp_bulk_1", "Gbit/s", "-", "5.00", "-"]);
         let svg = svg(&r);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("kernel = 1.0"));
+        // The background and the bridge's two ratios; none for gre.
         assert_eq!(svg.matches("<rect").count(), 1 + 2);
+        assert!(svg.contains("no kernel reference, so no ratio: gre"));
     }
 }

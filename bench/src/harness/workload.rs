@@ -45,8 +45,9 @@ pub(super) enum Workload {
 impl Workload {
     pub(super) const BUILTIN: [Workload; 6] =
         [Workload::Bulk1, Workload::BulkN, Workload::UdpFixed, Workload::UdpMax, Workload::Rr, Workload::Crr];
-    /// Through NAT: TCP only (one published TCP port leads to the server).
-    pub(super) const NAT: [Workload; 4] = [Workload::Bulk1, Workload::BulkN, Workload::Rr, Workload::Crr];
+    /// TCP only: through NAT (one published TCP port leads to the
+    /// server) and across an overlay.
+    pub(super) const TCP: [Workload; 4] = [Workload::Bulk1, Workload::BulkN, Workload::Rr, Workload::Crr];
 
     pub(super) fn name(self) -> &'static str {
         match self {

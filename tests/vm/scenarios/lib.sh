@@ -175,3 +175,66 @@ daemon_stop() {
     [ -z "$_left" ] || fail "interfaces left behind: $_left"
     log "daemon gone, nothing left behind"
 }
+
+# first_host CIDR: the first host address of an IPv4 /24 (or larger)
+# range, where tapnet's IPAM starts: 10.42.1.0/24 -> 10.42.1.1.
+first_host() {
+    _net=${1%/*}
+    echo "${_net%.*}.$((${_net##*.} + 1))"
+}
+
+# container_addr C: the IPv4 address of container C's eth0.
+container_addr() {
+    timeout "$STEP_TIMEOUT" tapnet exec "$1" -- ip -4 -o addr show dev eth0 |
+        sed -n 's/.* inet \([0-9.]*\)\/.*/\1/p'
+}
+
+# overlay_exchange NET C MY_CIP PEER_CIP MTU PORT: what both overlay
+# scenarios do once this VM's share of overlay NET and its container C
+# exist. C must have MY_CIP and the overlay's MTU; then a listener in C,
+# a ping from C to PEER_CIP (the container on the other VM; retried until
+# that VM is up), `tapnet overlay check NET` (the peer's dataplane answers
+# probes through the tunnel), the payload from C to PEER_CIP:PORT, and
+# the payload the other VM sent, checked, and `tapnet stats`; DROPS is set
+# to the drop reasons the dataplane counted ("none", or e.g.
+# "oversize=124"). Each VM finishes only after it has received the other's
+# payload, which the other sends after its own ping and check: neither
+# tears the overlay down while its peer needs it.
+overlay_exchange() {
+    _net=$1 _c=$2 _me=$3 _peer=$4 _mtu=$5 _port=$6
+
+    step "address and MTU of $_c"
+    _got=$(container_addr "$_c")
+    [ "$_got" = "$_me" ] || fail "$_c has address '${_got:-none}', expected $_me (the first of this VM's --ip-range)"
+    _got=$(timeout "$STEP_TIMEOUT" tapnet exec "$_c" -- cat /sys/class/net/eth0/mtu)
+    [ "$_got" = "$_mtu" ] || fail "$_c's eth0 has MTU '$_got', expected $_mtu (the underlay's 1500 less the encapsulation)"
+    log "$_c has $_me, MTU $_mtu"
+
+    step "listen in $_c on $_me:$_port"
+    nc_listen "$_port" /tmp/rx tapnet exec "$_c" --
+
+    step "tapnet exec $_c -- ping $_peer (the container on VM $PEER_ROLE)"
+    ping_until "$_peer" tapnet exec "$_c" -- ||
+        fail "$_c cannot ping $_peer on VM $PEER_ROLE over the overlay within ${STEP_TIMEOUT}s"
+
+    step "tapnet overlay check $_net"
+    run tapnet overlay check "$_net"
+
+    step "TCP transfer $_c -> $_peer:$_port"
+    _t1=$(uptime_s)
+    nc_send "$_peer" "$_port" "$PAYLOAD" tapnet exec "$_c" -- ||
+        fail "TCP transfer from $_c to $_peer:$_port over the overlay failed"
+    log "sent $(wc -c <"$PAYLOAD") bytes to $_peer in $(since "$_t1") s"
+
+    step "receive the payload from $_peer"
+    wait "$LISTENER" || fail "listener in $_c failed or timed out (status $?)"
+    check_payload /tmp/rx "$_c received from $_peer"
+
+    step "tapnet stats"
+    run tapnet stats
+    DROPS=$(timeout "$STEP_TIMEOUT" tapnet --json stats | tr -d ' \n' | grep -o '"drops":{[^}]*}' |
+        sed 's/^"drops":{//; s/}$//' | tr ',' '\n' | grep -v ':0$' | tr -d '"' | tr ':' '=' | tr '\n' ' ')
+    DROPS=${DROPS% }
+    DROPS=${DROPS:-none}
+    log "dataplane drops: $DROPS"
+}
