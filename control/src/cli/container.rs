@@ -12,12 +12,15 @@ use crate::api::{self, Request};
 pub enum ContainerCmd {
     /// Create a container: a network namespace with eth0 on a network.
     Create {
+        /// The container's name: its namespace's, at most 15 bytes.
         name: String,
         /// NET, none, host or container:OTHER.
         #[arg(long)]
         network: String,
+        /// IPv4 address on NET (default: the next free one).
         #[arg(long)]
         ip: Option<String>,
+        /// MAC address of eth0 (default: 02:42 followed by the IPv4 address).
         #[arg(long)]
         mac: Option<String>,
         /// Publish a port on the uplink address:

@@ -49,7 +49,7 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "tapnet", version, about = "Userspace container networking: a learning bridge over TAP devices")]
+#[command(name = "tapnet", version, about = "Userspace container networking: learning bridges over TAP devices, a gateway with NAT, VXLAN/GRE overlays")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

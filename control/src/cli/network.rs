@@ -12,12 +12,17 @@ use crate::api::{self, Request};
 pub enum NetworkCmd {
     /// Create a network.
     Create {
+        /// The network's name (also its DNS domain for containers' names).
         name: String,
+        /// IPv4 subnet, A.B.C.D/LEN (0/8, 127/8, 169.254/16, 224/4 and 240/4 are
+        /// refused).
         #[arg(long)]
         subnet: String,
         /// Gateway address (default: the subnet's first host).
         #[arg(long)]
         gateway: Option<String>,
+        /// MTU of the network's interfaces, 68-65521 (default 1500; on an
+        /// overlay, the underlay's MTU less the encapsulation).
         #[arg(long)]
         mtu: Option<u32>,
         /// Bound on the MAC table (default: the daemon's --fdb-max).
