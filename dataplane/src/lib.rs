@@ -90,6 +90,9 @@ pub enum DataplaneError {
     /// The connection table could not be made.
     #[error("connection table: {0}")]
     Conntrack(String),
+    /// More workers than the dataplane supports ([`MAX_WORKERS`]).
+    #[error("{0} workers: at most {MAX_WORKERS} are supported")]
+    TooManyWorkers(usize),
     /// A worker thread is gone.
     #[error("worker {0} is not running")]
     WorkerGone(usize),
@@ -108,6 +111,10 @@ pub enum DataplaneError {
         source: io::Error,
     },
 }
+
+/// The most worker threads a dataplane runs (a worker tracks the others it
+/// must wake in one `u64`).
+pub const MAX_WORKERS: usize = 64;
 
 /// How to run the dataplane.
 #[derive(Debug, Clone)]
@@ -246,6 +253,9 @@ impl Dataplane {
     /// (which is `Worker::run`, except in this crate's tests).
     fn start_with(cfg: &Config, run: fn(Worker)) -> Result<Dataplane, DataplaneError> {
         let n = cfg.workers.max(1);
+        if n > MAX_WORKERS {
+            return Err(DataplaneError::TooManyWorkers(n));
+        }
         let stats = Arc::new(Stats::new(n));
         let clock = Clock::new();
         let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
@@ -492,6 +502,13 @@ mod tests {
         // Stopping on purpose is no news; a panic while stopping still is.
         assert_eq!(supervised(true, || {}), None);
         assert!(supervised(true, || panic!("late")).is_some());
+    }
+
+    #[test]
+    fn more_workers_than_supported_are_refused() {
+        let cfg = Config { workers: MAX_WORKERS + 1, ..Config::default() };
+        let e = Dataplane::start(&cfg).err().expect("refused");
+        assert!(matches!(e, DataplaneError::TooManyWorkers(65)), "{e}");
     }
 
     #[test]

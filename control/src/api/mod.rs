@@ -16,7 +16,7 @@
 //! | `op` | fields |
 //! |---|---|
 //! | `version` | |
-//! | `network_create` | `name`, `subnet` (`"A.B.C.D/N"`), `gateway`?, `mtu`?, `fdb_max`?, `fdb_ageing`? (seconds), `masquerade`? (default true), `internal`? (default false), `icc`? (default true) |
+//! | `network_create` | `name`, `subnet` (`"A.B.C.D/N"`), `gateway`?, `mtu`?, `fdb_max`?, `fdb_ageing`? (seconds), `masquerade`? (default true), `internal`? (default false), `icc`? (default true); overlays: `driver`? (`bridge`, `vxlan`, `gre`), `vni`?, `key`?, `ip_range`?, `underlay`?, `peers`? (a list), `port`?, `udp_csum`?, `mss_clamp`? |
 //! | `network_ls` | |
 //! | `network_inspect`, `network_rm` | `name` |
 //! | `network_connect` | `network`, `container`, `ip`? |
@@ -25,6 +25,9 @@
 //! | `container_ls` | |
 //! | `container_inspect`, `container_rm` | `name` |
 //! | `fdb` | `network` |
+//! | `fdb_add` | `network`, `mac`, `vtep` |
+//! | `fdb_del` | `network`, `mac` |
+//! | `overlay_check` | `network` |
 //! | `stats`, `conntrack` | |
 //!
 //! For example `{"op":"container_create","name":"web","network":"front"}`.

@@ -155,7 +155,7 @@ pub struct DaemonArgs {
 impl DaemonArgs {
     /// The engine's settings; a one-line error for a bad value.
     fn engine_config(&self) -> Result<EngineConfig, String> {
-        let workers = self.workers.unwrap_or_else(|| EngineConfig::default().workers);
+        let workers = self.workers.unwrap_or_else(|| EngineConfig::default().workers.min(64));
         if workers == 0 || workers > 64 {
             return Err(format!("invalid --workers {workers}: must be between 1 and 64"));
         }

@@ -43,14 +43,14 @@
 //! # Threading
 //!
 //! One [`Conntrack`] per worker, used only by its thread. Every flow has an
-//! owning worker, `hash(remote_ip, remote_port) % workers` with
-//! `hash(ip, port) = u32::from(ip).wrapping_add(port as u32)` (ICMP echo:
-//! port = identifier), and packets are handed to the owner before they
-//! reach this module. So when the translated port or identifier is itself
-//! the "remote" side of the hash (a hairpin flow seen from C2, an ICMP
-//! identifier) the allocator must pick one the same worker owns:
-//! [`Conntrack::alloc`] takes an `accept` predicate such as
-//! `|p| (u32::from(U) + p as u32) % n == owner`.
+//! owning worker, and packets are handed to the owner before they reach
+//! this module; `crate::port::steer` defines the keys (`end_hash`,
+//! `port_hash`) and `crate::router::route` picks the owner of each packet.
+//! Replies to a masqueraded flow come back to the uplink address and a
+//! port this module chose, and the uplink's fanout program steers them by
+//! `port_hash(port)`; so the allocator must pick a port (or ICMP
+//! identifier) whose hash the owner itself owns: [`Conntrack::alloc`] takes
+//! an `accept` predicate, `|p| owner_of(port_hash(p)) == me` in the router.
 //!
 //! # Checksums
 //!

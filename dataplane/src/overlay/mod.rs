@@ -14,7 +14,7 @@
 //! - [`probe`]: the frames of `tapnet overlay check`, answered by the
 //!   peer's dataplane.
 //!
-//! All four are pure: no I/O, no allocation per frame.
+//! All of them are pure: no I/O, no allocation per frame.
 
 pub mod gro;
 pub mod gso;

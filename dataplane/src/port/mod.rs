@@ -1,5 +1,6 @@
-//! Ports: where frames enter and leave the dataplane. This is the only
-//! module with system calls and `unsafe`.
+//! Ports: where frames enter and leave the dataplane. This is the module
+//! with the per-packet system calls and nearly all of the crate's `unsafe`
+//! (the rest: `getrandom` for the DNS cookie key in `lib.rs`).
 //!
 //! A port has one queue per worker and each worker owns its queues
 //! outright, so any worker can transmit to any port without a lock

@@ -112,6 +112,10 @@ impl ArpCache {
                 if got != want {
                     continue;
                 }
+                if mac == 0 {
+                    // Incomplete: asked for, not answered.
+                    return Neighbour::Unknown;
+                }
                 let age = now.saturating_sub(confirmed);
                 let mac = MacAddr::from_u64(mac);
                 return if age <= REACHABLE_MS {
@@ -126,20 +130,54 @@ impl ArpCache {
         Neighbour::Unknown
     }
 
-    /// Whether a worker should send a request for `ip` now. At most one
-    /// caller per [`REQUEST_INTERVAL_MS`] gets `true` for an address that has
-    /// a slot; an address without one always may (its slot is made by the
-    /// reply). Cheap enough for the per-packet path: one load, rarely a CAS.
+    /// Whether a worker should send a request for `ip` now: at most one
+    /// caller per [`REQUEST_INTERVAL_MS`] gets `true`, whichever worker asks
+    /// and whether or not `ip` ever answered. The first request for an
+    /// address without an entry makes an *incomplete* one (no MAC, never
+    /// used for forwarding) to remember when it was asked; it takes a free
+    /// or dead slot of the address's window, never a live entry, and if
+    /// there is none no request goes out (the frames waiting for it are
+    /// dropped as `arp_unresolved` after their wait). Cheap enough for the
+    /// per-packet path: a few loads, rarely a CAS.
     pub fn should_request(&self, ip: Ipv4Addr, now: u64) -> bool {
         let want = u32::from(ip);
+        if want == 0 {
+            return false;
+        }
+        let mut free = None;
         for s in self.window(want) {
-            if s.ip.load(Relaxed) == want {
+            let got = s.ip.load(Relaxed);
+            if got == want {
                 let last = s.requested.load(Relaxed);
                 return now.saturating_sub(last) >= REQUEST_INTERVAL_MS
                     && s.requested.compare_exchange(last, now, Relaxed, Relaxed).is_ok();
             }
+            if free.is_none() && (got == 0 || Self::dead(s, now)) {
+                free = Some(s);
+            }
         }
+        let Some(s) = free else { return false };
+        let seq = s.seq.load(Relaxed);
+        if seq & 1 == 1 || s.seq.compare_exchange(seq, seq.wrapping_add(1), Acquire, Relaxed).is_err() {
+            return false;
+        }
+        s.ip.store(want, Relaxed);
+        s.mac.store(0, Relaxed);
+        s.confirmed.store(0, Relaxed);
+        s.requested.store(now, Relaxed);
+        s.seq.store(seq.wrapping_add(2), Release);
         true
+    }
+
+    /// Whether slot `s` may be taken for another address: a complete entry
+    /// past [`MAX_AGE_MS`], or an incomplete one nobody asked for in the
+    /// last three request intervals.
+    fn dead(s: &Slot, now: u64) -> bool {
+        if s.mac.load(Relaxed) == 0 {
+            now.saturating_sub(s.requested.load(Relaxed)) > 3 * REQUEST_INTERVAL_MS
+        } else {
+            now.saturating_sub(s.confirmed.load(Relaxed)) > MAX_AGE_MS
+        }
     }
 
     /// Record that `ip` is at `mac` (an ARP frame said so). With `create`
@@ -209,7 +247,7 @@ impl ArpCache {
             .slots
             .iter()
             .filter_map(Self::read)
-            .filter(|&(ip, _, c)| ip != 0 && now.saturating_sub(c) <= MAX_AGE_MS)
+            .filter(|&(ip, mac, c)| ip != 0 && mac != 0 && now.saturating_sub(c) <= MAX_AGE_MS)
             .map(|(ip, mac, c)| (Ipv4Addr::from(ip), MacAddr::from_u64(mac), now.saturating_sub(c)))
             .collect();
         v.sort();
@@ -378,6 +416,47 @@ mod tests {
         assert!(c.should_request(ip, 40_000));
         assert!(!c.should_request(ip, 40_500));
         assert!(c.should_request(ip, 41_000));
+    }
+
+    #[test]
+    fn an_address_that_never_answers_is_asked_once_a_second() {
+        let c = ArpCache::new(16);
+        let ip = Ipv4Addr::new(192, 0, 2, 9);
+        // A worker retrying every millisecond for 3 s sends 3 requests, as
+        // Linux does (mcast_solicit 3, retrans_time 1 s).
+        let asked = (0..3_000u64).filter(|&t| c.should_request(ip, 5_000 + t)).count();
+        assert_eq!(asked, 3);
+        // The incomplete entry is never used, nor listed.
+        assert_eq!(c.lookup(ip, 6_000), Neighbour::Unknown);
+        assert!(c.entries(6_000).is_empty());
+        // A reply not addressed to us completes it (it has a slot now).
+        assert!(c.update(ip, MAC_A, 7_000, false));
+        assert_eq!(c.lookup(ip, 7_000), Neighbour::Reachable(MAC_A));
+    }
+
+    #[test]
+    fn incomplete_entries_never_evict_live_ones() {
+        let c = ArpCache::new(4);
+        // Fill the whole (single-window) cache with live entries.
+        for i in 1..=4u32 {
+            assert!(c.update(Ipv4Addr::from(0x0a00_0000 + i), MAC_A, 1_000, true));
+        }
+        let stranger = Ipv4Addr::new(198, 51, 100, 7);
+        assert!(!c.should_request(stranger, 2_000));
+        assert_eq!(c.entries(2_000).len(), 4);
+        // Once they are dead, the stranger gets a slot.
+        assert!(c.should_request(stranger, 2_000 + MAX_AGE_MS));
+        // An incomplete entry nobody asks for any more is reused; one that
+        // is still asked for is not.
+        let c = ArpCache::new(4);
+        for i in 1..=3u32 {
+            assert!(c.update(Ipv4Addr::from(0x0a00_0000 + i), MAC_A, 0, true));
+        }
+        assert!(c.should_request(stranger, 0));
+        let other = Ipv4Addr::new(198, 51, 100, 8);
+        assert!(!c.should_request(other, 2_000));
+        assert!(c.should_request(other, 3 * REQUEST_INTERVAL_MS + 1));
+        assert_eq!(c.entries(3 * REQUEST_INTERVAL_MS + 1).len(), 3);
     }
 
     #[test]

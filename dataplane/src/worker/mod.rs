@@ -52,6 +52,10 @@ const BULK_MEMORY: Duration = Duration::from_millis(10);
 const PENDING_MAX: usize = 64;
 /// How long a frame may wait for ARP resolution.
 const PENDING_MS: u64 = 3_000;
+/// How often a worker with frames waiting for ARP looks at the cache again.
+const PENDING_POLL: Duration = Duration::from_millis(5);
+/// How often an idle worker with tracked connections wakes to expire them.
+const SWEEP_POLL: Duration = Duration::from_secs(1);
 
 /// What a port is to the dataplane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,13 +243,19 @@ impl Worker {
                 // TCP stack, say) runs first.
                 std::thread::yield_now();
             }
-            let idle = self.ready.is_empty() && self.pending.is_empty() && self.handoff.inbox.is_empty();
-            let timeout = if !idle || spinning {
+            // Frames waiting for ARP do not keep the worker awake: the reply
+            // may reach another worker (the cache is shared), so look again
+            // every PENDING_POLL. Tracked connections need a sweep now and
+            // then even when no traffic comes.
+            let busy = !self.ready.is_empty() || !self.handoff.inbox.is_empty();
+            let timeout = if busy || spinning {
                 Some(Duration::ZERO)
-            } else if self.pending.is_empty() {
-                None
+            } else if !self.pending.is_empty() {
+                Some(PENDING_POLL)
+            } else if !self.router.ct.is_empty() {
+                Some(SWEEP_POLL)
             } else {
-                Some(Duration::from_millis(100))
+                None
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
