@@ -703,3 +703,38 @@ fn malformed_packets_and_a_syn_flood_are_counted_and_forwarding_goes_on() {
     drop(conn);
     echo.join().unwrap();
 }
+
+#[test]
+#[ignore = "needs root: a daemon with real namespaces, TAP devices and a veth uplink"]
+fn an_unanswered_next_hop_is_asked_once_a_second_and_its_frames_dropped() {
+    // The next hop .99 does not exist on the uplink's LAN.
+    let (h, o) = nat_host("na", "10.250.12", &["--workers", "2", "--uplink-gateway", "10.250.12.99"]);
+    h.network("n", "10.246.0.0/24", &[]);
+    let a = h.name("a");
+    h.container(&a, "n");
+    let before = router_event(&h, "arp_requested");
+    // 20 echo requests over 4 s to a host behind that next hop: each waits
+    // for ARP, which never comes.
+    let t0 = Instant::now();
+    assert!(!ping_for(&a, "198.51.100.1", 20, "0.2"), "nothing can answer");
+    let secs = t0.elapsed().as_secs_f64();
+    let asked = router_event(&h, "arp_requested") - before;
+    // The kernel asks 3 times per 3 s; one request per second and address
+    // (whichever worker asks), so at most one per started second.
+    assert!(asked >= 2 && asked as f64 <= secs + 2.0, "{asked} ARP requests in {secs:.1} s");
+    // The waiting frames are dropped after 3 s and counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.drops("arp_unresolved") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(h.drops("arp_unresolved") > 0);
+    // Forwarding to the LAN itself goes on.
+    assert!(ping(&a, &o.ip(), 2), "the uplink's own subnet is reachable");
+}
+
+/// `ping -c COUNT -i INTERVAL -W 1 DST` in `ns`: true if every echo was
+/// answered.
+fn ping_for(ns: &str, dst: &str, count: u32, interval: &str) -> bool {
+    let c = count.to_string();
+    sh("ip", &["netns", "exec", ns, "ping", "-q", "-c", &c, "-i", interval, "-W", "1", dst]).status.success()
+}
