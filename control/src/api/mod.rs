@@ -16,7 +16,7 @@
 //! | `op` | fields |
 //! |---|---|
 //! | `version` | |
-//! | `network_create` | `name`, `subnet` (`"A.B.C.D/N"`), `gateway`?, `mtu`?, `fdb_max`?, `fdb_ageing`? (seconds), `masquerade`? (default true), `internal`? (default false), `icc`? (default true) |
+//! | `network_create` | `name`, `subnet` (`"A.B.C.D/N"`), `gateway`?, `mtu`?, `fdb_max`?, `fdb_ageing`? (seconds), `masquerade`? (default true), `internal`? (default false), `icc`? (default true), `max_macs_per_port`? (0: no limit; default the daemon's), `port_security`? (default false) |
 //! | `network_ls` | |
 //! | `network_inspect`, `network_rm` | `name` |
 //! | `network_connect` | `network`, `container`, `ip`? |
