@@ -467,6 +467,56 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_port_drops_spoofed_frames_before_learning() {
+        let fdb = Fdb::new(8, 1000);
+        let me = MacAddr([0x02, 0x42, 0x0a, 0x58, 0x00, 0x02]);
+        let pin = Pin { mac: me, ip: std::net::Ipv4Addr::new(10, 88, 0, 2) };
+        let mut t = Tally::default();
+        let mut a = [Action::Consumed; 4];
+        // Its own ARP request; another MAC; ARP claiming 10.88.0.3; a runt
+        // (left to the bridge stage to count).
+        let mut other_mac = ARP;
+        other_mac[11] = 0x09;
+        let mut other_ip = ARP;
+        other_ip[31] = 3;
+        let bufs = [
+            buf(&ARP, Offload::NONE),
+            buf(&other_mac, Offload::NONE),
+            buf(&other_ip, Offload::NONE),
+            buf(&ARP[..10], Offload::NONE),
+        ];
+        classify_batch(&fdb, true, 1, Some(&pin), &bufs, 0, &mut a, &mut t);
+        assert_eq!(
+            a,
+            [
+                Action::Flood,
+                Action::Drop(DropReason::SpoofedMac),
+                Action::Drop(DropReason::SpoofedArp),
+                Action::Drop(DropReason::Runt)
+            ]
+        );
+        // Only the honest frame was learned.
+        assert_eq!((fdb.len(), fdb.lookup(me, 0)), (1, Some(1)));
+        // The same frames from an unpinned port pass (and move the MAC).
+        classify_batch(&fdb, true, 2, None, &bufs[1..3], 0, &mut a[..2], &mut t);
+        assert_eq!(a[..2], [Action::Flood, Action::Flood]);
+    }
+
+    #[test]
+    fn the_port_limit_of_the_table_applies_to_access_ports() {
+        let fdb = Fdb::new(64, 1000);
+        fdb.set_port_limit(1);
+        let mut t = Tally::default();
+        let mut a = [Action::Consumed; 2];
+        let mut second = ARP;
+        second[11] = 0x09;
+        let bufs = [buf(&ARP, Offload::NONE), buf(&second, Offload::NONE)];
+        classify_batch(&fdb, true, 1, None, &bufs, 0, &mut a, &mut t);
+        assert_eq!(a, [Action::Flood, Action::Drop(DropReason::MacLimit)]);
+        assert_eq!(t.get(crate::stats::BridgeEvent::MacLimit), 1);
+    }
+
+    #[test]
     fn wire_len_counts_gso_frames_by_segment() {
         let mut f = vec![0u8; 20_000];
         f[12] = 0x08;
