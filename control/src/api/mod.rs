@@ -162,6 +162,23 @@ mod tests {
     }
 
     #[test]
+    fn port_security_fields_are_optional() {
+        // A request from before the fields existed still parses, to the defaults.
+        let Ok(Request::NetworkCreate(s)) =
+            parse_request(br#"{"op":"network_create","name":"x","subnet":"10.1.0.0/24"}"#)
+        else {
+            panic!("refused")
+        };
+        assert_eq!((s.max_macs_per_port, s.port_security), (None, false));
+        let line =
+            br#"{"op":"network_create","name":"x","subnet":"10.1.0.0/24","max_macs_per_port":0,"port_security":true}"#;
+        let Ok(Request::NetworkCreate(s)) = parse_request(line) else { panic!("refused") };
+        assert_eq!((s.max_macs_per_port, s.port_security), (Some(0), true));
+        assert!(refused(br#"{"op":"network_create","name":"x","subnet":"10.1.0.0/24","max_macs_per_port":-1}"#)
+            .starts_with("bad request: "));
+    }
+
+    #[test]
     fn non_utf8_and_long_input_get_one_short_line() {
         assert_eq!(
             refused(b"{\"op\":\"network_inspect\",\"name\":\"\xff\xfe\"}"),
