@@ -138,6 +138,18 @@ fn the_mac_limit_is_on_by_default_and_bad_values_are_refused() {
     h.network("few", "10.214.0.0/24", &["--fdb-max", "16"]);
     // The daemon's default (64) is capped at the network's table (16).
     assert_eq!(h.json(&["network", "inspect", "few"])["max_macs_per_port"], 16);
+    drop(h);
+    // A daemon-wide default, which a network may override.
+    let h = Host::start("pg", &["--workers", "1", "--max-macs-per-port", "4"]);
+    h.network("n1", "10.213.0.0/24", &[]);
+    h.network("n2", "10.214.0.0/24", &["--max-macs-per-port", "0"]);
+    assert_eq!(h.json(&["network", "inspect", "n1"])["max_macs_per_port"], 4);
+    assert_eq!(h.json(&["network", "inspect", "n2"])["max_macs_per_port"], 0);
+    let x = h.name("x");
+    h.container(&x, "n1");
+    send_raw(&x, "eth0", &mac_flood(10));
+    settle();
+    assert_eq!(entries_on(&h, "n1", &format!("{x}:eth0")), 4);
 }
 
 /// Internet checksum of `b` (RFC 1071).
