@@ -49,11 +49,11 @@ fn pipeline(c: &mut Criterion) {
         // Warm the table, then check every verdict: ARP floods, the rest
         // goes to the pair's other port.
         for (ingress, b) in bufs.iter_mut() {
-            classify_batch(&fdb, true, *ingress, b.receive(*ingress), NOW, &mut verdicts, &mut tally);
+            classify_batch(&fdb, true, *ingress, None, b.receive(*ingress), NOW, &mut verdicts, &mut tally);
         }
         for (ingress, b) in bufs.iter_mut() {
             let p = b.receive(*ingress);
-            classify_batch(&fdb, true, *ingress, p, NOW, &mut verdicts, &mut tally);
+            classify_batch(&fdb, true, *ingress, None, p, NOW, &mut verdicts, &mut tally);
             let peer = Host::nth(*ingress as usize ^ 1).port;
             for (pkt, v) in p.iter().zip(&verdicts) {
                 let eth = EthernetFrame::new_checked(pkt.frame()).unwrap();
@@ -73,7 +73,8 @@ fn pipeline(c: &mut Criterion) {
                 // As Worker::process does around the classification.
                 stats.frames.add(n as u64);
                 let pc = &stats.ports[*ingress as usize];
-                let rx_bytes = classify_batch(&fdb, true, *ingress, black_box(p), NOW, &mut verdicts[..n], &mut tally);
+                let rx_bytes =
+                    classify_batch(&fdb, true, *ingress, None, black_box(p), NOW, &mut verdicts[..n], &mut tally);
                 pc.rx_packets.add(n as u64);
                 pc.rx_bytes.add(rx_bytes);
                 tally.flush(&stats, NET);

@@ -401,6 +401,19 @@ impl Dataplane {
         mtu: u32,
         queues: Vec<PortQueue>,
     ) -> Result<(), DataplaneError> {
+        self.add_port_pinned(port, role, mtu, None, queues)
+    }
+
+    /// [`Dataplane::add_port`] for an access port pinned to `pin`'s MAC and
+    /// IPv4 address (`--port-security`): frames from any other are dropped.
+    pub fn add_port_pinned(
+        &self,
+        port: PortId,
+        role: PortRole,
+        mtu: u32,
+        pin: Option<bridge::Pin>,
+        queues: Vec<PortQueue>,
+    ) -> Result<(), DataplaneError> {
         Self::check_id("port", port as usize, MAX_PORTS)?;
         if let PortRole::Access(net) | PortRole::Vtep { net, .. } = role {
             Self::check_id("network", net as usize, MAX_NETWORKS)?;
@@ -421,7 +434,7 @@ impl Dataplane {
         let mut rxs = Vec::with_capacity(queues.len());
         for (w, queue) in queues.into_iter().enumerate() {
             let (tx, rx) = bounded(1);
-            self.send(w, Ctrl::AddPort { port, role, mtu, queue, done: tx })?;
+            self.send(w, Ctrl::AddPort { port, role, mtu, pin, queue, done: tx })?;
             rxs.push(rx);
         }
         let mut first_err = None;

@@ -142,6 +142,15 @@ reasons! {
         /// A GSO super-frame of a kind that cannot be segmented in software
         /// before a tunnel (only TCP over IPv4 can).
         GsoUnsupported => "gso_unsupported",
+        /// From a container port that already has as many MACs in the table
+        /// as `--max-macs-per-port` allows, with a source MAC new to it.
+        MacLimit => "mac_limit",
+        /// Port security: a source MAC other than the port's own.
+        SpoofedMac => "spoofed_mac",
+        /// Port security: an IPv4 source address other than the port's own.
+        SpoofedIp => "spoofed_ip",
+        /// Port security: ARP whose sender MAC or address is not the port's own.
+        SpoofedArp => "spoofed_arp",
     }
 }
 
@@ -199,6 +208,9 @@ reasons! {
         UnknownUnicast => "unknown_unicast",
         /// A frame's source MAC is pinned to another port (learning refused).
         StaticConflict => "static_conflict",
+        /// A frame's source MAC is new to its port, which is at its
+        /// `--max-macs-per-port` limit (learning refused, frame dropped).
+        MacLimit => "mac_limit",
     }
 }
 

@@ -16,7 +16,7 @@
 //! | `op` | fields |
 //! |---|---|
 //! | `version` | |
-//! | `network_create` | `name`, `subnet` (`"A.B.C.D/N"`), `gateway`?, `mtu`?, `fdb_max`?, `fdb_ageing`? (seconds), `masquerade`? (default true), `internal`? (default false), `icc`? (default true); overlays: `driver`? (`bridge`, `vxlan`, `gre`), `vni`?, `key`?, `ip_range`?, `underlay`?, `peers`? (a list), `port`?, `udp_csum`?, `mss_clamp`? |
+//! | `network_create` | `name`, `subnet` (`"A.B.C.D/N"`), `gateway`?, `mtu`?, `fdb_max`?, `fdb_ageing`? (seconds), `masquerade`? (default true), `internal`? (default false), `icc`? (default true), `max_macs_per_port`? (0: no limit; default the daemon's), `port_security`? (default false); overlays: `driver`? (`bridge`, `vxlan`, `gre`), `vni`?, `key`?, `ip_range`?, `underlay`?, `peers`? (a list), `port`?, `udp_csum`?, `mss_clamp`? |
 //! | `network_ls` | |
 //! | `network_inspect`, `network_rm` | `name` |
 //! | `network_connect` | `network`, `container`, `ip`? |
@@ -162,6 +162,23 @@ mod tests {
         assert!(refused(br#"{"op":"frobnicate"}"#).contains("unknown variant"));
         assert!(refused(b"").contains("empty line"));
         assert!(refused(b"{").starts_with("bad request: "));
+    }
+
+    #[test]
+    fn port_security_fields_are_optional() {
+        // A request from before the fields existed still parses, to the defaults.
+        let Ok(Request::NetworkCreate(s)) =
+            parse_request(br#"{"op":"network_create","name":"x","subnet":"10.1.0.0/24"}"#)
+        else {
+            panic!("refused")
+        };
+        assert_eq!((s.max_macs_per_port, s.port_security), (None, false));
+        let line =
+            br#"{"op":"network_create","name":"x","subnet":"10.1.0.0/24","max_macs_per_port":0,"port_security":true}"#;
+        let Ok(Request::NetworkCreate(s)) = parse_request(line) else { panic!("refused") };
+        assert_eq!((s.max_macs_per_port, s.port_security), (Some(0), true));
+        assert!(refused(br#"{"op":"network_create","name":"x","subnet":"10.1.0.0/24","max_macs_per_port":-1}"#)
+            .starts_with("bad request: "));
     }
 
     #[test]

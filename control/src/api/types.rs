@@ -142,6 +142,13 @@ pub struct NetworkSpec {
     /// Clamp the MSS of TCP SYNs entering the overlay (default true).
     #[serde(default)]
     pub mss_clamp: Option<bool>,
+    /// MACs each container port may have in the MAC table; 0: no limit
+    /// (default: the daemon's `--max-macs-per-port`).
+    #[serde(default)]
+    pub max_macs_per_port: Option<u32>,
+    /// Pin each container port to its MAC and IPv4 address (default false).
+    #[serde(default)]
+    pub port_security: bool,
 }
 
 /// What `container create` asks for.
@@ -194,6 +201,12 @@ pub struct NetworkInfo {
     pub masquerade: bool,
     pub internal: bool,
     pub icc: bool,
+    /// MACs each container port may have in the MAC table (0: no limit).
+    #[serde(default)]
+    pub max_macs_per_port: u32,
+    /// Each container port pinned to its MAC and IPv4 address.
+    #[serde(default)]
+    pub port_security: bool,
     /// The overlay's settings, for `vxlan` and `gre` networks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<OverlayInfo>,
@@ -301,6 +314,9 @@ pub struct FdbInfo {
     pub entries: Vec<FdbRow>,
     pub max: usize,
     pub ageing: u64,
+    /// MACs each container port may have (`--max-macs-per-port`, 0: no limit).
+    #[serde(default)]
+    pub max_per_port: u32,
     /// Bridge events since the network was created (learned, moved, …).
     pub events: BTreeMap<String, u64>,
 }

@@ -119,6 +119,13 @@ pub struct DaemonArgs {
     /// Default MAC ageing time in seconds.
     #[arg(long, default_value_t = 300)]
     pub fdb_ageing: u64,
+    /// Default limit of MACs each container may have in its network's MAC
+    /// table (0: no limit). A container normally has one MAC; 64 leaves room
+    /// for bridges or macvlan inside it, while a container sending from
+    /// made-up MACs can no longer fill the table and make every new flow a
+    /// flood.
+    #[arg(long, value_name = "N", default_value_t = dataplane::bridge::fdb::DEFAULT_MAX_MACS_PER_PORT)]
+    pub max_macs_per_port: u32,
     /// Do not pin workers to cores.
     #[arg(long)]
     pub no_pin: bool,
@@ -222,6 +229,7 @@ impl DaemonArgs {
             pin: !self.no_pin,
             fdb_max: self.fdb_max,
             fdb_ageing: self.fdb_ageing,
+            max_macs_per_port: self.max_macs_per_port,
             busy_poll_us: self.busy_poll_us,
             uplink,
             snat_ports: lo..=hi,

@@ -31,6 +31,16 @@ pub enum NetworkCmd {
         /// MAC ageing time in seconds (default: the daemon's --fdb-ageing).
         #[arg(long)]
         fdb_ageing: Option<u64>,
+        /// MACs each container may have in the MAC table; frames from more
+        /// are dropped (mac_limit), so one container cannot fill the table.
+        /// 0: no limit. Default: the daemon's --max-macs-per-port (64).
+        #[arg(long, value_name = "N")]
+        max_macs_per_port: Option<u32>,
+        /// Pin each container's port to its MAC and IPv4 address: frames
+        /// with another source MAC or IP, and ARP claiming another address,
+        /// are dropped (spoofed_mac, spoofed_ip, spoofed_arp).
+        #[arg(long)]
+        port_security: bool,
         /// Masquerade traffic leaving through the uplink (source address
         /// becomes the uplink's). With false it leaves untranslated.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -102,6 +112,8 @@ pub(super) fn run(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> 
             mtu,
             fdb_max,
             fdb_ageing,
+            max_macs_per_port,
+            port_security,
             masquerade,
             internal,
             icc,
@@ -134,6 +146,8 @@ pub(super) fn run(sock: &Path, json: bool, c: NetworkCmd) -> Result<(), String> 
                 port,
                 udp_csum,
                 mss_clamp,
+                max_macs_per_port,
+                port_security,
             };
             let (n, v): (api::NetworkInfo, _) = call(sock, Request::NetworkCreate(spec))?;
             if json {

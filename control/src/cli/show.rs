@@ -53,7 +53,17 @@ pub(super) fn fdb(sock: &Path, json: bool, a: FdbArgs) -> Result<(), String> {
         }
     }
     let ev: Vec<String> = f.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("{} entries (max {}), ageing {} s; {}", f.entries.len(), f.max, f.ageing, ev.join(" "));
+    let per_port = match f.max_per_port {
+        0 => "no limit".to_string(),
+        n => n.to_string(),
+    };
+    println!(
+        "{} entries (max {}, per container port {per_port}), ageing {} s; {}",
+        f.entries.len(),
+        f.max,
+        f.ageing,
+        ev.join(" ")
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 
+use dataplane::bridge::Pin;
 use dataplane::port::{PortId, PortQueue};
 use dataplane::wire::MacAddr;
 use dataplane::PortRole;
@@ -69,6 +70,7 @@ impl Engine {
         };
         let mac = mac.unwrap_or_else(|| mac_for(addr));
         let (net_id, mtu, gateway, prefix) = (n.net, n.mtu, n.ipam.gateway(), n.ipam.subnet().prefix);
+        let pin = n.port_security.then_some(Pin { mac, ip: addr });
         let port = match self.port_ids.alloc("port") {
             Ok(p) => p,
             Err(e) => {
@@ -90,7 +92,7 @@ impl Engine {
         let res = sandbox::attach(&spec).map_err(EngineError::from).and_then(|qs| {
             let fds = qs.iter().map(|q| q.as_raw_fd()).collect();
             let qs = qs.into_iter().map(PortQueue::Tap).collect();
-            self.dp.add_port(port, PortRole::Access(net_id), mtu, qs)?;
+            self.dp.add_port_pinned(port, PortRole::Access(net_id), mtu, pin, qs)?;
             Ok(fds)
         });
         let queue_fds = match res {

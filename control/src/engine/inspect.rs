@@ -52,7 +52,14 @@ impl View {
             })
             .collect();
         let events = self.dp.stats().bridge(n.net).into_iter().map(|(e, v)| (e.name().to_string(), v)).collect();
-        Ok(FdbInfo { network: net.into(), entries, max: n.fdb.capacity(), ageing: n.fdb.ageing_ms() / 1000, events })
+        Ok(FdbInfo {
+            network: net.into(),
+            entries,
+            max: n.fdb.capacity(),
+            ageing: n.fdb.ageing_ms() / 1000,
+            max_per_port: n.fdb.port_limit(),
+            events,
+        })
     }
 
     pub fn stats(&self) -> StatsInfo {

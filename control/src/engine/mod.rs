@@ -92,6 +92,8 @@ pub enum EngineError {
     BadFdbMax(usize),
     #[error("invalid --fdb-ageing {0}: must be between 1 and 1000000 seconds")]
     BadAgeing(u64),
+    #[error("invalid --max-macs-per-port {0}: must be 0 (no limit) or at most the network's --fdb-max ({1})")]
+    BadMaxMacs(u32, usize),
     #[error(transparent)]
     BadMac(#[from] dataplane::wire::ethernet::ParseMacError),
     #[error("MAC address {0} is not a unicast address")]
@@ -184,6 +186,9 @@ pub struct EngineConfig {
     pub fdb_max: usize,
     /// Default MAC ageing time in seconds.
     pub fdb_ageing: u64,
+    /// Default limit of MACs per container port (0: none); a network whose
+    /// `--fdb-max` is lower gets that instead.
+    pub max_macs_per_port: u32,
     /// Workers poll without sleeping for this long after traffic (µs).
     pub busy_poll_us: u32,
     /// The uplink, if any.
@@ -202,6 +207,7 @@ impl Default for EngineConfig {
             pin: true,
             fdb_max: dataplane::bridge::fdb::DEFAULT_CAPACITY,
             fdb_ageing: dataplane::bridge::fdb::DEFAULT_AGEING_MS / 1000,
+            max_macs_per_port: dataplane::bridge::fdb::DEFAULT_MAX_MACS_PER_PORT,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
             uplink: None,
             snat_ports: dataplane::router::config::DEFAULT_SNAT_PORTS,

@@ -24,6 +24,8 @@ pub(super) struct Network {
     pub(super) masquerade: bool,
     pub(super) internal: bool,
     pub(super) icc: bool,
+    /// Container ports pinned to their MAC and IPv4 address.
+    pub(super) port_security: bool,
     /// For a `vxlan` or `gre` network: its tunnel and VTEPs.
     pub(super) overlay: Option<super::overlay::Overlay>,
 }
@@ -62,8 +64,14 @@ impl Engine {
         if !(1..=1_000_000).contains(&ageing) {
             return Err(EngineError::BadAgeing(ageing));
         }
+        let max_macs = match spec.max_macs_per_port {
+            Some(m) if m as usize > fdb_max => return Err(EngineError::BadMaxMacs(m, fdb_max)),
+            Some(m) => m,
+            None => self.cfg.max_macs_per_port.min(u32::try_from(fdb_max).unwrap_or(u32::MAX)),
+        };
         let net = self.net_ids.alloc("network")?;
         let fdb = Arc::new(Fdb::new(fdb_max, ageing * 1000));
+        fdb.set_port_limit(max_macs);
         // The gateway's MAC: Docker's scheme on the gateway address, which
         // no container is given. Pinned, so no container can take it over.
         let gateway_mac = mac_for(ipam.gateway());
@@ -81,6 +89,7 @@ impl Engine {
                 masquerade: spec.masquerade.unwrap_or(true),
                 internal: spec.internal,
                 icc: spec.icc.unwrap_or(true),
+                port_security: spec.port_security,
                 overlay: None,
             },
         );

@@ -156,6 +156,8 @@ impl Engine {
             masquerade: n.masquerade,
             internal: n.internal,
             icc: n.icc,
+            max_macs_per_port: n.fdb.port_limit(),
+            port_security: n.port_security,
             overlay: n.overlay.as_ref().map(|o| crate::api::OverlayInfo {
                 id: o.id,
                 underlay: o.key.underlay.to_string(),

@@ -11,14 +11,29 @@
 //! source MAC neither moves nor refreshes them ([`Learn::Static`]), so a
 //! container can neither take over nor age out the gateway's address.
 //!
+//! Entries per port: the table counts the entries of every port (static
+//! ones included; the gateway's virtual port, beyond [`MAX_PORTS`], is not
+//! counted), so that [`Fdb::learn_limited`] can refuse a port's new MACs
+//! beyond its limit (`--max-macs-per-port`) in O(1). Every change of a
+//! slot's key is one atomic read-modify-write (compare-and-swap or swap)
+//! whose old value is known, and the counts follow those changes exactly:
+//! the new key's port is counted (reserved) before the key is written and
+//! released if the write loses, the old key's port is released after its
+//! key is gone. A count is therefore never below the entries it counts, and
+//! between changes it equals them: learning, moving, reusing an expired
+//! slot, sweeping, flushing and static entries cannot make it drift. The
+//! count includes expired entries not yet swept (the daemon sweeps every
+//! second).
+//!
 //! Accepted races: two workers learning the same new MAC at the same instant
 //! may each claim a slot; lookups and later learning use the first one and
 //! the duplicate ages out. A reader may briefly see a new key with the old
 //! slot's `seen`, which can only make it flood one frame.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 use crate::port::PortId;
+use crate::stats::MAX_PORTS;
 use crate::wire::MacAddr;
 
 /// Slots scanned per MAC.
@@ -29,6 +44,11 @@ pub const REFRESH_MS: u64 = 1000;
 pub const DEFAULT_AGEING_MS: u64 = 300_000;
 /// Default bound on entries per network.
 pub const DEFAULT_CAPACITY: usize = 8192;
+/// Default limit of MACs a container port may have in the table
+/// (`--max-macs-per-port`): a container normally sends from one MAC; 64
+/// leaves room for bridges, macvlan or nested containers inside it, and 128
+/// ports at their limit still fill no more than the default table.
+pub const DEFAULT_MAX_MACS_PER_PORT: u32 = 64;
 /// `seen` of a static entry.
 pub const STATIC: u64 = u64::MAX;
 
@@ -52,6 +72,10 @@ pub enum Learn {
     Full,
     /// The MAC is a static entry on another port: refused, nothing changed.
     Static,
+    /// The MAC is new to the port (unknown, or known on another port) and
+    /// the port already has as many entries as its limit allows: refused,
+    /// nothing changed.
+    PortFull,
 }
 
 /// One entry, as shown by `tapnet fdb`.
@@ -72,6 +96,12 @@ pub struct Fdb {
     capacity: usize,
     live: AtomicUsize,
     ageing_ms: AtomicU64,
+    /// Entries per port, indexed by port id (see the module's documentation).
+    per_port: Box<[AtomicU32]>,
+    /// The limit on container ports' entries (0: none), which the worker
+    /// passes to [`Fdb::learn_limited`] for access ports; set by the
+    /// control plane.
+    port_limit: AtomicU32,
 }
 
 #[inline]
@@ -91,6 +121,8 @@ impl Fdb {
             capacity,
             live: AtomicUsize::new(0),
             ageing_ms: AtomicU64::new(ageing_ms),
+            per_port: (0..MAX_PORTS).map(|_| AtomicU32::new(0)).collect(),
+            port_limit: AtomicU32::new(0),
         }
     }
 
@@ -109,6 +141,62 @@ impl Fdb {
     }
     pub fn set_ageing_ms(&self, ms: u64) {
         self.ageing_ms.store(ms, Relaxed)
+    }
+    /// The limit of entries a container (access) port may have (0: none).
+    #[inline]
+    pub fn port_limit(&self) -> u32 {
+        self.port_limit.load(Relaxed)
+    }
+    /// Set the limit of entries per container port (0: none). Ports already
+    /// beyond it keep their entries, and learn no new MAC until they age out.
+    pub fn set_port_limit(&self, limit: u32) {
+        self.port_limit.store(limit, Relaxed)
+    }
+    /// Entries pointing at `port`, static ones and expired ones not yet
+    /// swept included (0 for ports that are not counted).
+    pub fn port_len(&self, port: PortId) -> usize {
+        self.per_port.get(port as usize).map_or(0, |c| c.load(Relaxed) as usize)
+    }
+
+    /// Whether `port` has `limit` entries or more (0: no limit).
+    #[inline]
+    fn at_limit(&self, port: PortId, limit: u32) -> bool {
+        limit != 0 && self.per_port.get(port as usize).is_some_and(|c| c.load(Relaxed) >= limit)
+    }
+
+    /// Count one more entry for `port` before its key is written; false
+    /// (and nothing counted) if that would take it beyond `limit` (0: no
+    /// limit).
+    #[inline]
+    fn reserve(&self, port: PortId, limit: u32) -> bool {
+        let Some(c) = self.per_port.get(port as usize) else { return true };
+        if limit == 0 {
+            c.fetch_add(1, AcqRel);
+            return true;
+        }
+        // Look before writing: a port at its limit under a flood of new
+        // MACs must not bounce the counter's cache line between workers.
+        // A compare-and-swap (not an add undone on failure) so that the
+        // count never exceeds the limit, even for an instant.
+        let mut cur = c.load(Relaxed);
+        loop {
+            if cur >= limit {
+                return false;
+            }
+            match c.compare_exchange_weak(cur, cur + 1, AcqRel, Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Count one entry fewer for the port of `key` (its key is gone, or a
+    /// reservation was not used).
+    #[inline]
+    fn release(&self, key: u64) {
+        if let Some(c) = self.per_port.get(key as PortId as usize) {
+            c.fetch_sub(1, AcqRel);
+        }
     }
 
     #[inline]
@@ -142,9 +230,19 @@ impl Fdb {
         None
     }
 
-    /// Record that `mac` was seen as a source on `port` at `now`.
+    /// Record that `mac` was seen as a source on `port` at `now`, with no
+    /// limit on the port's entries.
     #[inline]
     pub fn learn(&self, mac: MacAddr, port: PortId, now: u64) -> Learn {
+        self.learn_limited(mac, port, 0, now)
+    }
+
+    /// Record that `mac` was seen as a source on `port` at `now`; a MAC new
+    /// to the port is refused ([`Learn::PortFull`]) when the port already
+    /// has `limit` entries (0: no limit). A MAC already on the port is
+    /// always refreshed.
+    #[inline]
+    pub fn learn_limited(&self, mac: MacAddr, port: PortId, limit: u32, now: u64) -> Learn {
         let m = mac.to_u64();
         if m == 0 {
             return Learn::Full;
@@ -172,22 +270,39 @@ impl Fdb {
                         }
                         return Learn::Known;
                     }
+                    // A move is a new MAC for this port.
+                    if !self.reserve(port, limit) {
+                        return Learn::PortFull;
+                    }
                     if s.key.compare_exchange(k, want, AcqRel, Acquire).is_ok() {
                         s.seen.store(now, Relaxed);
+                        self.release(k);
                         return Learn::Moved { from: k as PortId };
                     }
+                    self.release(want);
                     return Learn::Known;
                 }
                 if stale.is_none() && self.expired(s.seen.load(Relaxed), now) {
                     stale = Some((s, k));
                 }
             }
+            // A MAC new to the table: refused at the port's limit before
+            // anything is written, even when the table has no room either.
+            if self.at_limit(port, limit) {
+                return Learn::PortFull;
+            }
             if let Some((s, k)) = stale {
-                // Reuse an expired slot: the number of live entries is unchanged.
+                // Reuse an expired slot: the number of live entries is
+                // unchanged; the expired entry's port has one fewer.
+                if !self.reserve(port, limit) {
+                    return Learn::PortFull;
+                }
                 s.seen.store(now, Relaxed);
                 if s.key.compare_exchange(k, want, AcqRel, Acquire).is_ok() {
+                    self.release(k);
                     return Learn::Learned;
                 }
+                self.release(want);
                 continue;
             }
             let Some(s) = free else { return Learn::Full };
@@ -200,11 +315,16 @@ impl Fdb {
                 self.live.fetch_sub(1, AcqRel);
                 return Learn::Full;
             }
+            if !self.reserve(port, limit) {
+                self.live.fetch_sub(1, AcqRel);
+                return Learn::PortFull;
+            }
             s.seen.store(now, Relaxed);
             if s.key.compare_exchange(0, want, AcqRel, Acquire).is_ok() {
                 return Learn::Learned;
             }
             self.live.fetch_sub(1, AcqRel);
+            self.release(want);
         }
         Learn::Full
     }
@@ -234,6 +354,7 @@ impl Fdb {
             let seen = s.seen.load(Relaxed);
             if k != 0 && seen != STATIC && pred(k, seen) && s.key.compare_exchange(k, 0, AcqRel, Acquire).is_ok() {
                 self.live.fetch_sub(1, AcqRel);
+                self.release(k);
                 n += 1;
             }
         }
@@ -262,10 +383,14 @@ impl Fdb {
             }
         }
         let Some(s) = victim else { return false };
+        self.reserve(port, 0);
         let old = s.key.swap(want, AcqRel);
         let was_static = s.seen.swap(STATIC, AcqRel) == STATIC;
-        if old != 0 && !was_static {
-            self.live.fetch_sub(1, AcqRel);
+        if old != 0 {
+            self.release(old);
+            if !was_static {
+                self.live.fetch_sub(1, AcqRel);
+            }
         }
         true
     }
@@ -276,8 +401,12 @@ impl Fdb {
         for s in self.window(m) {
             let k = s.key.load(Acquire);
             if k != 0 && k >> 16 == m && s.seen.load(Relaxed) == STATIC {
-                s.key.store(0, Release);
-                s.seen.store(0, Relaxed);
+                // `seen` stays: a free slot's is never read, and resetting it
+                // could clobber that of a MAC learned into the slot meanwhile.
+                if s.key.compare_exchange(k, 0, AcqRel, Acquire).is_err() {
+                    return false;
+                }
+                self.release(k);
                 return true;
             }
         }
@@ -401,6 +530,147 @@ mod tests {
         assert!(f.remove_static(mac(9)));
         assert_eq!(f.lookup(mac(9), 5), None);
         assert!(!f.remove_static(mac(9)));
+    }
+
+    /// Entries on `port` counted slot by slot (expired ones included), to
+    /// check the table's own count against.
+    fn scan_port_len(f: &Fdb, port: PortId) -> usize {
+        f.slots.iter().filter(|s| matches!(s.key.load(Acquire), k if k != 0 && k as PortId == port)).count()
+    }
+
+    fn assert_counts_exact(f: &Fdb, ports: impl IntoIterator<Item = PortId>) {
+        for p in ports {
+            assert_eq!(f.port_len(p), scan_port_len(f, p), "port {p}");
+        }
+    }
+
+    #[test]
+    fn a_port_at_its_limit_learns_no_new_mac_but_refreshes_its_own() {
+        let f = Fdb::new(256, 300_000);
+        for i in 1..=3 {
+            assert_eq!(f.learn_limited(mac(i), 1, 3, 0), Learn::Learned);
+        }
+        assert_eq!(f.port_len(1), 3);
+        // A fourth MAC is refused and leaves no trace.
+        assert_eq!(f.learn_limited(mac(4), 1, 3, 0), Learn::PortFull);
+        assert_eq!(f.lookup(mac(4), 0), None);
+        assert_eq!((f.len(), f.port_len(1)), (3, 3));
+        // Known MACs always pass, refreshed as usual.
+        for i in 1..=3 {
+            assert_eq!(f.learn_limited(mac(i), 1, 3, 5_000), Learn::Known);
+        }
+        assert_eq!(f.entries(5_000)[0].age_ms, 0);
+        // Other ports are not affected; no limit is no limit.
+        assert_eq!(f.learn_limited(mac(5), 2, 3, 0), Learn::Learned);
+        for i in 10..100 {
+            assert_eq!(f.learn_limited(mac(i), 3, 0, 0), Learn::Learned);
+        }
+        assert_eq!(f.port_len(3), 90);
+        // A MAC moving into a port at its limit is refused and stays where
+        // it was; moving one out makes room.
+        assert_eq!(f.learn_limited(mac(5), 1, 3, 10), Learn::PortFull);
+        assert_eq!(f.lookup(mac(5), 10), Some(2));
+        assert_eq!(f.learn_limited(mac(1), 2, 3, 10), Learn::Moved { from: 1 });
+        assert_eq!((f.port_len(1), f.port_len(2)), (2, 2));
+        assert_eq!(f.learn_limited(mac(5), 1, 3, 10), Learn::Moved { from: 2 });
+        assert_eq!((f.port_len(1), f.port_len(2)), (3, 1));
+        assert_counts_exact(&f, 0..8);
+    }
+
+    #[test]
+    fn port_counts_follow_ageing_sweeps_flushes_and_static_entries() {
+        let f = Fdb::new(16, 1_000);
+        for i in 1..=4 {
+            f.learn_limited(mac(i), 1, 4, 0);
+        }
+        assert_eq!(f.port_len(1), 4);
+        // Expired but not swept: still counted, so still at the limit...
+        assert_eq!(f.learn_limited(mac(9), 1, 4, 5_000), Learn::PortFull);
+        // ... until the sweep frees them.
+        assert_eq!(f.sweep(5_000), 4);
+        assert_eq!(f.port_len(1), 0);
+        assert_eq!(f.learn_limited(mac(9), 1, 4, 5_000), Learn::Learned);
+        f.learn(mac(10), 2, 5_000);
+        f.learn(mac(11), 2, 5_000);
+        assert_eq!(f.flush_port(2), 2);
+        assert_eq!((f.port_len(1), f.port_len(2)), (1, 0));
+        // Static entries count for their port; replacing a dynamic entry
+        // moves the count; the gateway's virtual port is not counted.
+        assert!(f.insert_static(mac(9), 3));
+        assert_eq!((f.port_len(1), f.port_len(3)), (0, 1));
+        assert!(f.insert_static(mac(20), crate::port::GATEWAY_PORT));
+        assert_eq!(f.port_len(crate::port::GATEWAY_PORT), 0);
+        assert_eq!(f.flush(), 0);
+        assert!(f.remove_static(mac(9)));
+        assert_eq!(f.port_len(3), 0);
+        assert_counts_exact(&f, 0..8);
+    }
+
+    #[test]
+    fn reusing_an_expired_slot_moves_its_count_to_the_new_port() {
+        // Room for one entry: once mac(1) on port 1 has expired, a new MAC
+        // is learned only by reusing its slot (a MAC whose window holds it).
+        let f = Fdb::new(1, 1_000);
+        assert_eq!(f.learn(mac(1), 1, 0), Learn::Learned);
+        let reused = (2..1000).find(|&i| f.learn_limited(mac(i), 2, 5, 5_000) == Learn::Learned).expect("a MAC");
+        assert_eq!(f.lookup(mac(reused), 5_000), Some(2));
+        assert_eq!((f.port_len(1), f.port_len(2), f.len()), (0, 1, 1));
+        assert_counts_exact(&f, 0..4);
+    }
+
+    #[test]
+    fn port_counts_never_drift_under_concurrent_learning_moves_sweeps_and_flushes() {
+        // (Static entries are made by the control plane only, between
+        // frames; the test above covers their counts.)
+        const LIMIT: u32 = 20;
+        let f = std::sync::Arc::new(Fdb::new(256, 50));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let learners: Vec<_> = (0..4u64)
+            .map(|t| {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
+                    for round in 0..200_000u64 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // 400 MACs over 8 ports: moves, refreshes, ageing.
+                        let (m, p) = (1 + x % 400, ((x >> 20) % 8) as PortId);
+                        let limit = if p < 4 { LIMIT } else { 0 };
+                        f.learn_limited(mac(m), p, limit, round / 100);
+                        assert!(f.port_len(p) <= LIMIT as usize || p >= 4);
+                    }
+                })
+            })
+            .collect();
+        let janitor = {
+            let (f, stop) = (f.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Relaxed) {
+                    f.sweep(i);
+                    if i.is_multiple_of(7) {
+                        f.flush_port((i % 8) as PortId);
+                    }
+                    i += 1;
+                }
+            })
+        };
+        for h in learners {
+            h.join().unwrap();
+        }
+        stop.store(true, Relaxed);
+        janitor.join().unwrap();
+        assert_counts_exact(&f, 0..16);
+        for p in 0..4 {
+            assert!(f.port_len(p) <= LIMIT as usize);
+        }
+        // Everything removed: every count back to zero.
+        f.flush();
+        for p in 0..16 {
+            assert_eq!(f.port_len(p), 0, "port {p}");
+        }
+        assert!(f.is_empty());
     }
 
     #[test]

@@ -15,11 +15,20 @@
 //! - link-local groups 01:80:c2:00:00:0X are not forwarded;
 //! - a static entry (the gateway's MAC) cannot be taken over: a frame from
 //!   another port with that source MAC is dropped;
-//! - entries age out ([`fdb::DEFAULT_AGEING_MS`]) and the table is bounded.
+//! - entries age out ([`fdb::DEFAULT_AGEING_MS`]) and the table is bounded;
+//! - a container port learns at most [`Fdb::port_limit`] MACs
+//!   (`--max-macs-per-port`); a frame from a MAC new to a port at its limit
+//!   is dropped (`mac_limit`), not flooded: one container cannot fill the
+//!   table (and so make every new flow a flood) with made-up source MACs.
+//!   Ports of remote VTEPs carry many MACs and are not limited.
+//!
+//! [`portsec`] is the optional stage before this one (`--port-security`).
 
 pub mod fdb;
+pub mod portsec;
 
 pub use fdb::{Fdb, FdbEntry, Learn};
+pub use portsec::Pin;
 
 use crate::port::PortId;
 use crate::stats::{BridgeEvent, DropReason, NetId, WorkerStats};
@@ -62,9 +71,16 @@ impl Tally {
 
 /// Decide what happens to `frame` (an Ethernet frame, no virtio-net header)
 /// that arrived on `ingress` at time `now` (milliseconds, any epoch shared
-/// with the table).
+/// with the table), with no limit on the port's MACs (a remote VTEP).
 #[inline]
 pub fn decide(fdb: &Fdb, ingress: PortId, frame: &[u8], now: u64, tally: &mut Tally) -> Verdict {
+    decide_limited(fdb, ingress, frame, 0, now, tally)
+}
+
+/// [`decide`] for a port that may have at most `limit` MACs in the table
+/// (0: no limit): a container's port, with `limit` = [`Fdb::port_limit`].
+#[inline]
+pub fn decide_limited(fdb: &Fdb, ingress: PortId, frame: &[u8], limit: u32, now: u64, tally: &mut Tally) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Drop(DropReason::Runt);
     };
@@ -76,7 +92,7 @@ pub fn decide(fdb: &Fdb, ingress: PortId, frame: &[u8], now: u64, tally: &mut Ta
     if dst.is_link_local() {
         return Verdict::Drop(DropReason::LinkLocalDst);
     }
-    match fdb.learn(src, ingress, now) {
+    match fdb.learn_limited(src, ingress, limit, now) {
         Learn::Known => {}
         Learn::Learned => tally.inc(BridgeEvent::Learned),
         Learn::Moved { .. } => tally.inc(BridgeEvent::Moved),
@@ -84,6 +100,10 @@ pub fn decide(fdb: &Fdb, ingress: PortId, frame: &[u8], now: u64, tally: &mut Ta
         Learn::Static => {
             tally.inc(BridgeEvent::StaticConflict);
             return Verdict::Drop(DropReason::StaticMac);
+        }
+        Learn::PortFull => {
+            tally.inc(BridgeEvent::MacLimit);
+            return Verdict::Drop(DropReason::MacLimit);
         }
     }
     if dst.is_multicast() {
@@ -232,6 +252,27 @@ mod tests {
         assert_eq!(decide(&fdb, 1, &frame(A, B), 0, &mut t), Verdict::Drop(DropReason::StaticMac));
         assert_eq!(t.get(BridgeEvent::StaticConflict), 1);
         assert_eq!(fdb.lookup(MacAddr(B), 0), Some(0xfffe));
+    }
+
+    #[test]
+    fn a_port_at_its_mac_limit_drops_new_sources_and_forwards_known_ones() {
+        let fdb = Fdb::new(64, 300_000);
+        let mut t = Tally::default();
+        // Port 1 floods made-up source MACs; the limit is 2.
+        for i in 0..10u8 {
+            let src = [0x02, 0, 0, 0, 1, i];
+            let want = if i < 2 { Verdict::Flood } else { Verdict::Drop(DropReason::MacLimit) };
+            assert_eq!(decide_limited(&fdb, 1, &frame(B, src), 2, 0, &mut t), want, "MAC {i}");
+        }
+        assert_eq!((fdb.len(), fdb.port_len(1)), (2, 2));
+        assert_eq!((t.get(BridgeEvent::Learned), t.get(BridgeEvent::MacLimit)), (2, 8));
+        // Its first MACs still pass; other ports are unaffected.
+        assert_eq!(decide_limited(&fdb, 1, &frame(BCAST, [0x02, 0, 0, 0, 1, 0]), 2, 1, &mut t), Verdict::Flood);
+        assert_eq!(decide_limited(&fdb, 2, &frame(BCAST, A), 2, 1, &mut t), Verdict::Flood);
+        assert_eq!(decide_limited(&fdb, 3, &frame(A, B), 2, 1, &mut t), Verdict::Forward(2));
+        // A dropped frame was neither learned nor flooded.
+        assert_eq!(t.get(BridgeEvent::Flooded), 4);
+        assert_eq!(fdb.lookup(MacAddr([0x02, 0, 0, 0, 1, 5]), 1), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::bridge::{Fdb, Tally};
+use crate::bridge::{Fdb, Pin, Tally};
 use crate::packet::PacketBuf;
 use crate::port::{PortId, PortQueue};
 use crate::router::{Action, ArpCache, NetConfig, Router, RouterConfig};
@@ -94,6 +94,8 @@ pub enum Ctrl {
         port: PortId,
         role: PortRole,
         mtu: u32,
+        /// The addresses an access port is pinned to (`--port-security`).
+        pin: Option<Pin>,
         queue: Option<PortQueue>,
         done: Sender<io::Result<()>>,
     },
@@ -122,6 +124,8 @@ struct WPort {
     queue: Option<PortQueue>,
     role: PortRole,
     mtu: u32,
+    /// Port security: the only source MAC and IPv4 address allowed in.
+    pin: Option<Pin>,
     ready: bool,
 }
 
@@ -340,8 +344,8 @@ impl Worker {
                     }
                     let _ = done.send(());
                 }
-                Ctrl::AddPort { port, role, mtu, queue, done } => {
-                    let _ = done.send(self.add_port(port, role, mtu, queue));
+                Ctrl::AddPort { port, role, mtu, pin, queue, done } => {
+                    let _ = done.send(self.add_port(port, role, mtu, pin, queue));
                 }
                 Ctrl::RemovePort { port, done } => {
                     self.remove_port(port);
@@ -365,7 +369,14 @@ impl Worker {
         true
     }
 
-    fn add_port(&mut self, port: PortId, role: PortRole, mtu: u32, queue: Option<PortQueue>) -> io::Result<()> {
+    fn add_port(
+        &mut self,
+        port: PortId,
+        role: PortRole,
+        mtu: u32,
+        pin: Option<Pin>,
+        queue: Option<PortQueue>,
+    ) -> io::Result<()> {
         let member = match role {
             PortRole::Access(net) | PortRole::Vtep { net, .. } => Some(net),
             PortRole::Uplink | PortRole::Tunnel => None,
@@ -388,7 +399,7 @@ impl Worker {
         // The queue may already hold frames (edge-triggered: no event for
         // those), so start with it on the ready list.
         let ready = queue.is_some();
-        self.ports[port as usize] = Some(WPort { queue, role, mtu, ready });
+        self.ports[port as usize] = Some(WPort { queue, role, mtu, pin, ready });
         if ready {
             self.ready.push(port);
         }

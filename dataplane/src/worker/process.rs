@@ -8,38 +8,49 @@
 //! before the next one starts, then every frame's [`Action`] is carried out.
 //! The only system calls are the reads and writes of the ports.
 
-use crate::bridge::{self, Fdb, Tally, Verdict};
+use crate::bridge::{self, Fdb, Pin, Tally, Verdict};
 use crate::packet::PacketBuf;
 use crate::port::{PortId, PortQueue, GATEWAY_PORT};
 use crate::router::{Action, Neighbour};
 use crate::stats::{DropReason, RouterEvent, WorkerStats};
-use crate::wire::MacAddr;
+use crate::wire::{EthernetFrame, MacAddr};
 
 use super::handoff::{Handed, Resume};
 use super::{Pending, PortRole, WNet, WPort, Worker, BATCH, PENDING_MAX, PENDING_MS};
 
-/// The bridge stage over a batch from access port `ingress`: learn, look
-/// up, decide. `actions[i]` is for `bufs[i]`. With `icc` false
-/// (`--icc=false`) frames from one container to another are dropped and
-/// only the gateway is reachable. Returns the Ethernet bytes of the batch.
+/// The bridge stage over a batch from access port `ingress`: check the
+/// port's pinned addresses (`pin`, with `--port-security`), learn within
+/// the port's MAC limit, look up, decide. `actions[i]` is for `bufs[i]`.
+/// With `icc` false (`--icc=false`) frames from one container to another
+/// are dropped and only the gateway is reachable. Returns the Ethernet
+/// bytes of the batch.
 ///
 /// This is the worker's per-packet path up to the router: public so the
 /// criterion benches measure the very code the worker runs.
 #[doc(hidden)]
 #[inline]
+#[allow(clippy::too_many_arguments)] // the batch's inputs, each a plain borrow
 pub fn classify_batch(
     fdb: &Fdb,
     icc: bool,
     ingress: PortId,
+    pin: Option<&Pin>,
     bufs: &[PacketBuf],
     now: u64,
     actions: &mut [Action],
     tally: &mut Tally,
 ) -> u64 {
     let mut rx_bytes = 0;
+    let limit = fdb.port_limit();
     for (b, a) in bufs.iter().zip(actions.iter_mut()) {
         rx_bytes += b.len() as u64;
-        *a = match bridge::decide(fdb, ingress, b.frame(), now, tally) {
+        if let (Some(pin), Ok(eth)) = (pin, EthernetFrame::new_checked(b.frame())) {
+            if let Err(r) = pin.check(&eth) {
+                *a = Action::Drop(r);
+                continue;
+            }
+        }
+        *a = match bridge::decide_limited(fdb, ingress, b.frame(), limit, now, tally) {
             Verdict::Forward(GATEWAY_PORT) => Action::Gateway,
             Verdict::Forward(_) if !icc => Action::Drop(DropReason::IccBlocked),
             Verdict::Forward(p) => Action::Forward(p),
@@ -73,7 +84,8 @@ impl Worker {
                     b.meta.net = net;
                 }
                 let icc = wnet.cfg.as_ref().is_none_or(|c| c.icc);
-                let rx_bytes = classify_batch(&wnet.fdb, icc, ingress, &bufs[..n], now, &mut actions[..n], tally);
+                let pin = port.pin.as_ref();
+                let rx_bytes = classify_batch(&wnet.fdb, icc, ingress, pin, &bufs[..n], now, &mut actions[..n], tally);
                 pc.rx_bytes.add(rx_bytes);
                 tally.flush(stats, net);
                 for i in 0..n {
@@ -445,13 +457,63 @@ mod tests {
         let mut to_gw = ARP;
         to_gw[..6].copy_from_slice(&gw.0);
         let bufs = [buf(&ARP, Offload::NONE), buf(&to_gw, Offload::NONE)];
-        classify_batch(&fdb, true, 1, &bufs, 0, &mut a[..2], &mut t);
+        classify_batch(&fdb, true, 1, None, &bufs, 0, &mut a[..2], &mut t);
         assert_eq!(a[..2], [Action::Flood, Action::Gateway]);
         let bufs = [buf(&to_a, Offload::NONE)];
-        classify_batch(&fdb, true, 2, &bufs, 0, &mut a[..1], &mut t);
+        classify_batch(&fdb, true, 2, None, &bufs, 0, &mut a[..1], &mut t);
         assert_eq!(a[0], Action::Forward(1));
-        classify_batch(&fdb, false, 2, &bufs, 0, &mut a[..1], &mut t);
+        classify_batch(&fdb, false, 2, None, &bufs, 0, &mut a[..1], &mut t);
         assert_eq!(a[0], Action::Drop(DropReason::IccBlocked));
+    }
+
+    #[test]
+    fn a_pinned_port_drops_spoofed_frames_before_learning() {
+        let fdb = Fdb::new(8, 1000);
+        let me = MacAddr([0x02, 0x42, 0x0a, 0x58, 0x00, 0x02]);
+        let pin = Pin { mac: me, ip: std::net::Ipv4Addr::new(10, 88, 0, 2) };
+        let mut t = Tally::default();
+        let mut a = [Action::Consumed; 4];
+        // Its own ARP request; another MAC; ARP claiming 10.88.0.3; a runt
+        // (left to the bridge stage to count).
+        let mut other_mac = ARP;
+        other_mac[11] = 0x09;
+        let mut other_ip = ARP;
+        other_ip[31] = 3;
+        let bufs = [
+            buf(&ARP, Offload::NONE),
+            buf(&other_mac, Offload::NONE),
+            buf(&other_ip, Offload::NONE),
+            buf(&ARP[..10], Offload::NONE),
+        ];
+        classify_batch(&fdb, true, 1, Some(&pin), &bufs, 0, &mut a, &mut t);
+        assert_eq!(
+            a,
+            [
+                Action::Flood,
+                Action::Drop(DropReason::SpoofedMac),
+                Action::Drop(DropReason::SpoofedArp),
+                Action::Drop(DropReason::Runt)
+            ]
+        );
+        // Only the honest frame was learned.
+        assert_eq!((fdb.len(), fdb.lookup(me, 0)), (1, Some(1)));
+        // The same frames from an unpinned port pass (and move the MAC).
+        classify_batch(&fdb, true, 2, None, &bufs[1..3], 0, &mut a[..2], &mut t);
+        assert_eq!(a[..2], [Action::Flood, Action::Flood]);
+    }
+
+    #[test]
+    fn the_port_limit_of_the_table_applies_to_access_ports() {
+        let fdb = Fdb::new(64, 1000);
+        fdb.set_port_limit(1);
+        let mut t = Tally::default();
+        let mut a = [Action::Consumed; 2];
+        let mut second = ARP;
+        second[11] = 0x09;
+        let bufs = [buf(&ARP, Offload::NONE), buf(&second, Offload::NONE)];
+        classify_batch(&fdb, true, 1, None, &bufs, 0, &mut a, &mut t);
+        assert_eq!(a, [Action::Flood, Action::Drop(DropReason::MacLimit)]);
+        assert_eq!(t.get(crate::stats::BridgeEvent::MacLimit), 1);
     }
 
     #[test]
