@@ -62,13 +62,20 @@ pub const DEFAULT_STATE_DIR: &str = "/run/tapnet";
 /// an error message repeats.
 pub const MAX_ECHO: usize = 64;
 
-/// `s` as an error message repeats it: whole up to [`MAX_ECHO`] characters,
-/// else its first [`MAX_ECHO`] characters and "…".
+/// `s` as an error message repeats it: control characters escaped (`\n`,
+/// `\u{7f}`: a message stays one line, whatever a client named things),
+/// then whole up to [`MAX_ECHO`] characters, else its first [`MAX_ECHO`]
+/// characters and "…".
 pub fn cut(s: &str) -> String {
-    match s.char_indices().nth(MAX_ECHO) {
-        None => s.to_string(),
-        Some((i, _)) => format!("{}…", &s[..i]),
+    let mut shown = s.chars().flat_map(|c| {
+        let plain = !c.is_control();
+        std::iter::once(c).filter(move |_| plain).chain(c.escape_default().filter(move |_| !plain))
+    });
+    let mut out: String = shown.by_ref().take(MAX_ECHO).collect();
+    if shown.next().is_some() {
+        out.push('…');
     }
+    out
 }
 
 /// A message that may quote client input anywhere (a JSON parser's, a
@@ -172,6 +179,20 @@ mod tests {
         assert!(e.len() < 400 && !e.contains('\n'), "{e}");
         let line = reply_line(Err("two\nlines".into()));
         assert_eq!(line, b"{\"ok\":false,\"error\":\"two lines\"}\n");
+    }
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        // Found by fuzzing (`api` target): an unknown operation whose name
+        // holds a newline (`\n` in the JSON string) was repeated raw, so
+        // the refusal spanned two lines.
+        let line = br#"{"op":"vernetwori_create\\\\\\\\\\\\\\\\$\\\\\\\\\\\n"}"#;
+        let e = refused(line);
+        assert!(!e.contains(['\n', '\r']), "{e}");
+        assert!(e.starts_with(r"bad request: unknown variant `vernetwori_create\\\\\\\\$\\\\\\n`"), "{e}");
+        assert_eq!(cut("a\r\nb\u{85}\u{7f}"), r"a\r\nb\u{85}\u{7f}");
+        // Escapes count as what they show.
+        assert_eq!(cut(&"\n".repeat(40)), format!("{}…", r"\n".repeat(32)));
     }
 
     #[test]
