@@ -13,6 +13,7 @@ Nothing is random: running it twice writes the same files.
 Usage: seeds/make_corpus.py   (from anywhere; rewrites corpus/ entirely)
 """
 
+import json
 import pathlib
 import shutil
 import struct
@@ -543,8 +544,63 @@ ov['egress-udp-partial'] = rec(EGRESS | FIX_PARTIAL, struct.pack('!H', 1450) + u
 ov['egress-then-gro'] = (rec(EGRESS | FIX_PARTIAL, struct.pack('!H', 1450) + super_frame.vnet() + super_frame.b) +
                          b''.join(rec(GRO, s) for s in segs) + rec(FLUSH, b''))
 
+# --- api -------------------------------------------------------------------
+# One request line each, as the CLI sends it (serde's field order, absent
+# options as null), and a few hand-written forms the daemon also accepts.
+def net_spec(name, subnet, **kw):
+    spec = dict(name=name, subnet=subnet, gateway=None, mtu=None, fdb_max=None, fdb_ageing=None, masquerade=True,
+                internal=False, icc=True, driver=None, vni=None, key=None, ip_range=None, underlay=None, peers=[],
+                port=None, udp_csum=None, mss_clamp=None)
+    spec.update(kw)
+    return dict(op='network_create', **spec)
+
+
+def ctr_spec(name, network, **kw):
+    spec = dict(name=name, network=network, ip=None, mac=None, publish=[])
+    spec.update(kw)
+    return dict(op='container_create', **spec)
+
+
+requests = {
+    'version': dict(op='version'),
+    'network-create': net_spec('front', '10.88.0.0/24'),
+    'network-create-all': net_spec('back', '10.89.0.0/24', gateway='10.89.0.254', mtu=1280, fdb_max=1024,
+                                   fdb_ageing=300, masquerade=False, internal=True, icc=False, driver='bridge'),
+    'network-create-vxlan': net_spec('ov', '10.42.0.0/16', driver='vxlan', vni=42, ip_range='10.42.1.0/24',
+                                     underlay='192.168.1.10', peers=['192.168.1.11', '192.168.1.12'], port=4789,
+                                     udp_csum=True, mss_clamp=True),
+    'network-create-gre': net_spec('ovg', '10.43.0.0/16', driver='gre', key=7, underlay='192.168.1.10',
+                                   peers=['192.168.1.11'], mss_clamp=False),
+    'network-ls': dict(op='network_ls'),
+    'network-inspect': dict(op='network_inspect', name='front'),
+    'network-rm': dict(op='network_rm', name='front'),
+    'network-connect': dict(op='network_connect', network='back', container='web', ip=None),
+    'network-connect-ip': dict(op='network_connect', network='back', container='web', ip='10.89.0.7'),
+    'network-disconnect': dict(op='network_disconnect', network='back', container='web'),
+    'container-create': ctr_spec('web', 'front'),
+    'container-create-all': ctr_spec('web', 'front', ip='10.88.0.2', mac='02:42:0a:58:00:02',
+                                     publish=['8080:80', '127.0.0.1:5353:53/udp', '2000-2001:22-23/tcp']),
+    'container-create-none': ctr_spec('lone', 'none'),
+    'container-create-host': ctr_spec('hosted', 'host'),
+    'container-create-shared': ctr_spec('side', 'container:web'),
+    'container-ls': dict(op='container_ls'),
+    'container-inspect': dict(op='container_inspect', name='web'),
+    'container-rm': dict(op='container_rm', name='web'),
+    'fdb': dict(op='fdb', network='front'),
+    'fdb-add': dict(op='fdb_add', network='ov', mac='02:42:0a:2a:02:01', vtep='192.168.1.11'),
+    'fdb-del': dict(op='fdb_del', network='ov', mac='02:42:0a:2a:02:01'),
+    'overlay-check': dict(op='overlay_check', network='ov'),
+    'stats': dict(op='stats'),
+    'conntrack': dict(op='conntrack'),
+}
+api = {name: json.dumps(r, separators=(',', ':'), ensure_ascii=False).encode() for name, r in requests.items()}
+api['short-form'] = b' {"network":"front","op":"container_create","name":"w\\u00e9b"} '
+api['refused-unknown-field'] = b'{"op":"network_ls","verbose":true}'
+api['refused-array'] = b'["container_rm","web"]'
+
 # --- write -----------------------------------------------------------------
-for name, seeds in (('pipeline', pipeline), ('nat', nat), ('dns', dns), ('wire', wire), ('overlay', ov)):
+for name, seeds in (('pipeline', pipeline), ('nat', nat), ('dns', dns), ('wire', wire), ('overlay', ov),
+                     ('api', api)):
     d = CORPUS / name
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
