@@ -91,7 +91,11 @@ pub fn cut_words(msg: &str) -> String {
         if out.chars().count() > 512 {
             let end = out.char_indices().nth(512).map_or(out.len(), |(i, _)| i);
             out.truncate(end);
-            out.push('…');
+            // One mark where the message is cut, even where a cut word's
+            // own mark ends what is kept.
+            if !out.ends_with('…') {
+                out.push('…');
+            }
             break;
         }
     }
@@ -193,6 +197,19 @@ mod tests {
         assert_eq!(cut("a\r\nb\u{85}\u{7f}"), r"a\r\nb\u{85}\u{7f}");
         // Escapes count as what they show.
         assert_eq!(cut(&"\n".repeat(40)), format!("{}…", r"\n".repeat(32)));
+    }
+
+    #[test]
+    fn a_message_cut_after_a_cut_word_has_one_mark() {
+        // Found by fuzzing (`api` target): the 512th character of the
+        // message was the "…" of a cut word, and the cut of the whole
+        // message added a second one.
+        const LINE: &[u8] = br#"{"op":"  rrrrrr  rrrrrrrrr\rr\rrrrrrrrrr  rrrrrrrrrrrrrr\\Arrrrrr  rrrrrrrrr\\rrrr\rrrrrr5\rrrrrrrrv\rrrrrrr\rr\\rrrrrrv\rrrrrr rrrrrr\\rr  rrrrrrrrr\\Arrrrrr  rrrrrrrrrrrrrr\\rrnamerrrrv\rrrrrrrrrrr\\\rrrrrr\rr\rrrrrrrrv\rrrrr  rrrrrrrrr\\rr  rrrrrrrrr\\Arrrrrr  rrrrrrrrr\\rrrr\rrrrrr\\rrrrrrv\rrrrrrr\rr\\rrrrrrv\rrrrrrrrv\rrrrrr  rrrrrrrrr\rr  rr7rrrrrrr\\Arrrrrr  rrrrrrr\\rrrr\rrrrrr\\rrrrrv\rrrrrr\\rrrrv\rrrrrrr\rr\\rrrrrrv\rrrrrr  rrr!rrrrrr\\r  -rrrr\rrrrrrv\rrrr\rrrr\\rrrrrr\rr\rrrrrrrrrrrv\rr?\rrrrrr\\\rack"}"#;
+        let e = refused(LINE);
+        assert!(e.ends_with('…') && !e.contains("……") && e.chars().count() <= 13 + 513, "{e}");
+        let words = vec!["a".repeat(64); 6].join(" ") + " " + &"a".repeat(56);
+        let m = cut_words(&format!("{words} {} c", "b".repeat(100)));
+        assert_eq!(m, format!("{words} {}…", "b".repeat(64)));
     }
 
     #[test]
