@@ -25,6 +25,7 @@ fn router() -> (Router, NetConfig) {
         masquerade: true,
         internal: false,
         dns: Arc::new(DnsTable::empty()),
+        overlay: None,
     };
     (r, nc)
 }
