@@ -65,13 +65,20 @@ pub const DEFAULT_STATE_DIR: &str = "/run/tapnet";
 /// an error message repeats.
 pub const MAX_ECHO: usize = 64;
 
-/// `s` as an error message repeats it: whole up to [`MAX_ECHO`] characters,
-/// else its first [`MAX_ECHO`] characters and "…".
+/// `s` as an error message repeats it: control characters escaped (`\n`,
+/// `\u{7f}`: a message stays one line, whatever a client named things),
+/// then whole up to [`MAX_ECHO`] characters, else its first [`MAX_ECHO`]
+/// characters and "…".
 pub fn cut(s: &str) -> String {
-    match s.char_indices().nth(MAX_ECHO) {
-        None => s.to_string(),
-        Some((i, _)) => format!("{}…", &s[..i]),
+    let mut shown = s.chars().flat_map(|c| {
+        let plain = !c.is_control();
+        std::iter::once(c).filter(move |_| plain).chain(c.escape_default().filter(move |_| !plain))
+    });
+    let mut out: String = shown.by_ref().take(MAX_ECHO).collect();
+    if shown.next().is_some() {
+        out.push('…');
     }
+    out
 }
 
 /// A message that may quote client input anywhere (a JSON parser's, a
@@ -87,7 +94,11 @@ pub fn cut_words(msg: &str) -> String {
         if out.chars().count() > 512 {
             let end = out.char_indices().nth(512).map_or(out.len(), |(i, _)| i);
             out.truncate(end);
-            out.push('…');
+            // One mark where the message is cut, even where a cut word's
+            // own mark ends what is kept.
+            if !out.ends_with('…') {
+                out.push('…');
+            }
             break;
         }
     }
@@ -192,6 +203,33 @@ mod tests {
         assert!(e.len() < 400 && !e.contains('\n'), "{e}");
         let line = reply_line(Err("two\nlines".into()));
         assert_eq!(line, b"{\"ok\":false,\"error\":\"two lines\"}\n");
+    }
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        // Found by fuzzing (`api` target): an unknown operation whose name
+        // holds a newline (`\n` in the JSON string) was repeated raw, so
+        // the refusal spanned two lines.
+        let line = br#"{"op":"vernetwori_create\\\\\\\\\\\\\\\\$\\\\\\\\\\\n"}"#;
+        let e = refused(line);
+        assert!(!e.contains(['\n', '\r']), "{e}");
+        assert!(e.starts_with(r"bad request: unknown variant `vernetwori_create\\\\\\\\$\\\\\\n`"), "{e}");
+        assert_eq!(cut("a\r\nb\u{85}\u{7f}"), r"a\r\nb\u{85}\u{7f}");
+        // Escapes count as what they show.
+        assert_eq!(cut(&"\n".repeat(40)), format!("{}…", r"\n".repeat(32)));
+    }
+
+    #[test]
+    fn a_message_cut_after_a_cut_word_has_one_mark() {
+        // Found by fuzzing (`api` target): the 512th character of the
+        // message was the "…" of a cut word, and the cut of the whole
+        // message added a second one.
+        const LINE: &[u8] = br#"{"op":"  rrrrrr  rrrrrrrrr\rr\rrrrrrrrrr  rrrrrrrrrrrrrr\\Arrrrrr  rrrrrrrrr\\rrrr\rrrrrr5\rrrrrrrrv\rrrrrrr\rr\\rrrrrrv\rrrrrr rrrrrr\\rr  rrrrrrrrr\\Arrrrrr  rrrrrrrrrrrrrr\\rrnamerrrrv\rrrrrrrrrrr\\\rrrrrr\rr\rrrrrrrrv\rrrrr  rrrrrrrrr\\rr  rrrrrrrrr\\Arrrrrr  rrrrrrrrr\\rrrr\rrrrrr\\rrrrrrv\rrrrrrr\rr\\rrrrrrv\rrrrrrrrv\rrrrrr  rrrrrrrrr\rr  rr7rrrrrrr\\Arrrrrr  rrrrrrr\\rrrr\rrrrrr\\rrrrrv\rrrrrr\\rrrrv\rrrrrrr\rr\\rrrrrrv\rrrrrr  rrr!rrrrrr\\r  -rrrr\rrrrrrv\rrrr\rrrr\\rrrrrr\rr\rrrrrrrrrrrv\rr?\rrrrrr\\\rack"}"#;
+        let e = refused(LINE);
+        assert!(e.ends_with('…') && !e.contains("……") && e.chars().count() <= 13 + 513, "{e}");
+        let words = vec!["a".repeat(64); 6].join(" ") + " " + &"a".repeat(56);
+        let m = cut_words(&format!("{words} {} c", "b".repeat(100)));
+        assert_eq!(m, format!("{words} {}…", "b".repeat(64)));
     }
 
     #[test]

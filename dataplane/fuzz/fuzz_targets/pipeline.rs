@@ -105,7 +105,8 @@ fuzz_target!(|data: &[u8]| {
                 assert!(b.len() <= MAX_FRAME);
                 worker = match ingress {
                     Ingress::Uplink => {
-                        let steered = steer::worker_for(steer::uplink_hash(&host.steering, b.frame()), usize::from(WORKERS));
+                        let steered =
+                            steer::worker_for(steer::uplink_hash(&host.steering, b.frame()), usize::from(WORKERS));
                         if pick == 0 {
                             steered
                         } else {

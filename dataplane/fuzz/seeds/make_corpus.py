@@ -13,6 +13,7 @@ Nothing is random: running it twice writes the same files.
 Usage: seeds/make_corpus.py   (from anywhere; rewrites corpus/ entirely)
 """
 
+import json
 import pathlib
 import shutil
 import struct
@@ -463,8 +464,143 @@ vx = one([f for f in overlay if f.is_(17, dport=4789)])
 wire['vxlan'] = bytes([7]) + vx.b[vx.l4 + 8:]
 wire['all-views'] = bytes([11]) + syn.b
 
+# --- overlay ---------------------------------------------------------------
+# Records [tag][len][bytes]; tag & 3: 0 decap (bit 2 GRE, bit 3 a UDP GRO
+# read [seg][datagrams]), 1 egress ([mtu][vnet | frame], bit 2 fix the
+# partial checksum), 2 flush, 3 push to the coalescer; tag >> 4 & 3 the port.
+DECAP, EGRESS, FLUSH, GRO = 0, 1, 2, 3
+DECAP_GRE, GRO_READ, FIX_PARTIAL = 4, 8, 4
+
+
+def vxlan_hdr(vni):
+    return struct.pack('!II', 0x08000000, vni << 8)
+
+
+def gre_hdr(inner, flags, key=42):
+    """GRE header (RFC 2784, key and sequence RFC 2890) and `inner`."""
+    c, k, s = 'C' in flags, 'K' in flags, 'S' in flags
+    hdr = struct.pack('!HH', (c << 15) | (k << 13) | (s << 12), 0x6558)
+    opt = (b'\0\0\0\0' if c else b'') + (struct.pack('!I', key) if k else b'') + (struct.pack('!I', 1) if s else b'')
+    g = bytearray(hdr + opt + inner)
+    if c:
+        g[4:6] = struct.pack('!H', 0xffff ^ csum(bytes(g)))
+    return bytes(g)
+
+
+def probe(kind, seq, n):
+    """An overlay probe (dataplane/src/overlay/probe.rs) of `n` bytes."""
+    mac = bytes.fromhex('02746e707262')
+    b = bytearray(mac + mac + b'\x88\xb5' + b'TNPROBE1' + bytes([kind, 0]) + struct.pack('!IIH', 7, seq, n) + b'\0\0')
+    b += bytes(((i + seq) * 7) & 0xff for i in range(n - 36))
+    b[34:36] = struct.pack('!H', 0xffff ^ csum(bytes(b[14:])))
+    return bytes(b)
+
+
+def tcp_segments(f, mss):
+    """Super-frame `f` cut as a sender's GSO cuts it: complete checksums,
+    identification + 1 per segment, FIN/PSH on the last only."""
+    thl = (f.b[f.l4 + 12] >> 4) * 4
+    hl, end = f.l4 + thl, 14 + struct.unpack('!H', f.b[16:18])[0]
+    ident, seq = struct.unpack('!H', f.b[18:20])[0], struct.unpack('!I', f.b[f.l4 + 4:f.l4 + 8])[0]
+    out = []
+    chunks = [f.b[i:i + mss] for i in range(hl, end, mss)]
+    for i, chunk in enumerate(chunks):
+        b = bytearray(f.b[:hl] + chunk)
+        b[16:18] = struct.pack('!H', len(b) - 14)
+        b[18:20] = struct.pack('!H', (ident + i) & 0xffff)
+        b[f.l4 + 4:f.l4 + 8] = struct.pack('!I', (seq + i * mss) & 0xffffffff)
+        if i + 1 < len(chunks):
+            b[f.l4 + 13] &= ~0x09
+        out.append(readdress(Frame(b), b[6:12], b[0:6]).b)
+    return out
+
+
+ov_frames = [f.b[f.l4 + 8:] for f in overlay if f.is_(17, dport=4789)]
+inner = [d[8:] for d in ov_frames]
+super_frame = one([f for f in bulk if len(f.b) > 1514])
+segs = tcp_segments(super_frame, 1448)
+segs_400 = tcp_segments(super_frame, 400)
+ov = {}
+ov['vxlan-capture'] = b''.join(rec(DECAP, d) for d in ov_frames) + rec(FLUSH, b'')
+ov['gre-captured-inner'] = b''.join(rec(DECAP | DECAP_GRE, gre_hdr(i, fl)) for i, fl in
+                                    zip(inner, ['K', 'CKS', 'KS', 'CK', '', 'K']))
+ov['vxlan-gre-other-vni'] = rec(DECAP, vxlan_hdr(0xabcdef) + inner[4]) + rec(DECAP | DECAP_GRE,
+                                                                             gre_hdr(inner[6], 'K', 0xdeadbeef))
+ov['probe-request'] = (rec(DECAP, vxlan_hdr(42) + probe(1, 3, 1464)) +
+                       rec(DECAP | DECAP_GRE, gre_hdr(probe(1, 0, 36), 'CK')))
+ov['probe-reply'] = rec(DECAP, vxlan_hdr(42) + probe(2, 9, 200))
+ov['gro-vxlan'] = b''.join(rec(DECAP, vxlan_hdr(42) + s) for s in segs) + rec(FLUSH, b'')
+ov['gro-gre'] = b''.join(rec(DECAP | DECAP_GRE | 1 << 4, gre_hdr(s, 'CKS')) for s in segs_400)
+dgrams = [vxlan_hdr(42) + s for s in segs]
+ov['gro-udp-read'] = rec(DECAP | GRO_READ, struct.pack('!H', len(dgrams[0])) + b''.join(dgrams))
+ov['gro-direct'] = (b''.join(rec(GRO, s) for s in segs[:2]) + rec(GRO | 1 << 4, segs[2]) +
+                    b''.join(rec(GRO, s) for s in segs_400[1:]))
+ov['gro-interleaved'] = b''.join(rec(GRO, a) + rec(GRO, b) for a, b in zip(segs, segs_400))
+ov['egress-syn'] = rec(EGRESS | FIX_PARTIAL, struct.pack('!H', 1450) + syn.vnet() + syn.b)
+ov['egress-syn-complete'] = rec(EGRESS, struct.pack('!H', 1400) + ZERO + readdress(syn, C_MAC, G_MAC).b)
+ov['egress-tso'] = rec(EGRESS | FIX_PARTIAL, struct.pack('!H', 1450) + super_frame.vnet() + super_frame.b)
+udp = one(pick(from_c, 17, sport=40001))
+ov['egress-udp-partial'] = rec(EGRESS | FIX_PARTIAL, struct.pack('!H', 1450) + udp.vnet() + udp.b)
+ov['egress-then-gro'] = (rec(EGRESS | FIX_PARTIAL, struct.pack('!H', 1450) + super_frame.vnet() + super_frame.b) +
+                         b''.join(rec(GRO, s) for s in segs) + rec(FLUSH, b''))
+
+# --- api -------------------------------------------------------------------
+# One request line each, as the CLI sends it (serde's field order, absent
+# options as null), and a few hand-written forms the daemon also accepts.
+def net_spec(name, subnet, **kw):
+    spec = dict(name=name, subnet=subnet, gateway=None, mtu=None, fdb_max=None, fdb_ageing=None, masquerade=True,
+                internal=False, icc=True, driver=None, vni=None, key=None, ip_range=None, underlay=None, peers=[],
+                port=None, udp_csum=None, mss_clamp=None)
+    spec.update(kw)
+    return dict(op='network_create', **spec)
+
+
+def ctr_spec(name, network, **kw):
+    spec = dict(name=name, network=network, ip=None, mac=None, publish=[])
+    spec.update(kw)
+    return dict(op='container_create', **spec)
+
+
+requests = {
+    'version': dict(op='version'),
+    'network-create': net_spec('front', '10.88.0.0/24'),
+    'network-create-all': net_spec('back', '10.89.0.0/24', gateway='10.89.0.254', mtu=1280, fdb_max=1024,
+                                   fdb_ageing=300, masquerade=False, internal=True, icc=False, driver='bridge'),
+    'network-create-vxlan': net_spec('ov', '10.42.0.0/16', driver='vxlan', vni=42, ip_range='10.42.1.0/24',
+                                     underlay='192.168.1.10', peers=['192.168.1.11', '192.168.1.12'], port=4789,
+                                     udp_csum=True, mss_clamp=True),
+    'network-create-gre': net_spec('ovg', '10.43.0.0/16', driver='gre', key=7, underlay='192.168.1.10',
+                                   peers=['192.168.1.11'], mss_clamp=False),
+    'network-ls': dict(op='network_ls'),
+    'network-inspect': dict(op='network_inspect', name='front'),
+    'network-rm': dict(op='network_rm', name='front'),
+    'network-connect': dict(op='network_connect', network='back', container='web', ip=None),
+    'network-connect-ip': dict(op='network_connect', network='back', container='web', ip='10.89.0.7'),
+    'network-disconnect': dict(op='network_disconnect', network='back', container='web'),
+    'container-create': ctr_spec('web', 'front'),
+    'container-create-all': ctr_spec('web', 'front', ip='10.88.0.2', mac='02:42:0a:58:00:02',
+                                     publish=['8080:80', '127.0.0.1:5353:53/udp', '2000-2001:22-23/tcp']),
+    'container-create-none': ctr_spec('lone', 'none'),
+    'container-create-host': ctr_spec('hosted', 'host'),
+    'container-create-shared': ctr_spec('side', 'container:web'),
+    'container-ls': dict(op='container_ls'),
+    'container-inspect': dict(op='container_inspect', name='web'),
+    'container-rm': dict(op='container_rm', name='web'),
+    'fdb': dict(op='fdb', network='front'),
+    'fdb-add': dict(op='fdb_add', network='ov', mac='02:42:0a:2a:02:01', vtep='192.168.1.11'),
+    'fdb-del': dict(op='fdb_del', network='ov', mac='02:42:0a:2a:02:01'),
+    'overlay-check': dict(op='overlay_check', network='ov'),
+    'stats': dict(op='stats'),
+    'conntrack': dict(op='conntrack'),
+}
+api = {name: json.dumps(r, separators=(',', ':'), ensure_ascii=False).encode() for name, r in requests.items()}
+api['short-form'] = b' {"network":"front","op":"container_create","name":"w\\u00e9b"} '
+api['refused-unknown-field'] = b'{"op":"network_ls","verbose":true}'
+api['refused-array'] = b'["container_rm","web"]'
+
 # --- write -----------------------------------------------------------------
-for name, seeds in (('pipeline', pipeline), ('nat', nat), ('dns', dns), ('wire', wire)):
+for name, seeds in (('pipeline', pipeline), ('nat', nat), ('dns', dns), ('wire', wire), ('overlay', ov),
+                     ('api', api)):
     d = CORPUS / name
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
