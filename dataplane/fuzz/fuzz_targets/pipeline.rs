@@ -23,7 +23,7 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use dataplane::bridge::Tally;
+use dataplane::bridge::{Pin, Tally};
 use dataplane::packet::PacketBuf;
 use dataplane::port::{steer, PortId};
 use dataplane::router::{self, Action};
@@ -150,7 +150,10 @@ fn batch(host: &mut Host, worker: usize, ingress: Ingress, steered: bool, bufs: 
                 b.meta.net = net.id;
             }
             let mut tally = Tally::default();
-            let bytes = classify_batch(&net.fdb, net.cfg.icc, port, bufs, now, &mut actions[..n], &mut tally);
+            // The `back` network's container is pinned (`--port-security`).
+            let pin = (CONTAINERS[c].net == 1).then(|| Pin { mac: CONTAINERS[c].mac, ip: CONTAINERS[c].ip });
+            let bytes =
+                classify_batch(&net.fdb, net.cfg.icc, port, pin.as_ref(), bufs, now, &mut actions[..n], &mut tally);
             assert_eq!(bytes, bufs.iter().map(|b| b.len() as u64).sum::<u64>());
             tally.flush(st, net.id);
             for i in 0..n {
