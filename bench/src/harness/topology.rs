@@ -10,6 +10,9 @@
 //! does, so that the second Ctrl-C waits for that step to end instead of
 //! racing it (a namespace made, or a hosts file rewritten, right after the
 //! signal handler deleted everything would be left behind).
+//!
+//! About 480 lines of code: the kernel and tapnet bridge topologies and the
+//! namespace bookkeeping they share.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;

@@ -33,6 +33,10 @@
 //! again. If even that fails, it stops accepting for a while, from 50 ms
 //! doubling to 1 s, instead of retrying at once as the old accept loop did,
 //! at 100% CPU and answering no one. The episode is logged once.
+//!
+//! About 560 lines of code: one file for the API server's event loop, whose
+//! connection states, limits and descriptor-shortage handling belong
+//! together.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;

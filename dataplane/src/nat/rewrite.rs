@@ -12,6 +12,9 @@
 //! The IPv4 header checksum and ICMP checksums are always complete. The
 //! TCP/UDP checksum is in one of the states of [`L4Csum`]; a UDP checksum of
 //! zero ("none", RFC 768) is read from the packet and left alone.
+//!
+//! About 430 lines of code; the rest are tests on real packets with every
+//! checksum checked against a full recomputation.
 
 use std::net::Ipv4Addr;
 

@@ -37,6 +37,8 @@
 //! Not handled: TCPv6, UDP and UDP_L4 GSO (refused with an error), 802.1Q
 //! tags in front of the IPv4 header (refused as not IPv4), and BIG TCP
 //! super-frames over 64 KiB (their IPv4 Total Length is 0: refused).
+//!
+//! About 430 lines of code; the rest are tests on captured super-frames.
 
 use core::ops::Range;
 

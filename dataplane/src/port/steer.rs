@@ -82,6 +82,9 @@
 //! and jumbo frames with their headers in paged fragments go through real
 //! fanout groups of 2 and 3 and each lands on member `uplink_hash(frame) % n`
 //! only (`fanout_of_{2,3}_steers_like_uplink_hash`).
+//!
+//! About 530 lines of code; the rest are tests that run the cBPF program in
+//! an interpreter against the Rust hash on real frames.
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;

@@ -107,6 +107,11 @@
 //! underlay's minus 50), and an oversize frame still arrives, slowly,
 //! instead of vanishing. `IP_PMTUDISC_DO` would set DF everywhere and
 //! turn an oversize datagram into `EMSGSIZE` (a `failed` message).
+//!
+//! About 700 lines of code and as many of tests: one file because the UDP
+//! tunnel socket's setup (reuseport group, GSO/GRO options, path-MTU mode)
+//! and its batched `recvmmsg`/`sendmmsg` calls share the same message-header
+//! layout, and the tests need real sockets.
 
 use std::io::{self, IoSlice};
 use std::mem::size_of;

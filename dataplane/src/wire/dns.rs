@@ -34,6 +34,10 @@
 //! 9619 allows one), EDNS options (parsed as opaque RDATA and never
 //! echoed), DNSSEC, TSIG, and writing compressed names other than the
 //! pointer to the question.
+//!
+//! About 780 lines of code, the rest tests on captured queries: one file for
+//! the DNS message format (header, names with compression, questions,
+//! records, EDNS OPT) as smoltcp keeps one file per protocol.
 
 use super::{be16, be32, Field, WireError};
 use std::net::Ipv4Addr;
