@@ -49,6 +49,10 @@
 //!   wait for each other on that lock, and share one send buffer
 //!   (`SO_SNDBUF`, raised as for the VXLAN sockets).
 //!
+//! The only other raw GRE socket tapnet opens is the prober's of `tapnet
+//! overlay check` (in the control plane): unbound, it gets a clone of every
+//! GRE packet for the few seconds of a check.
+//!
 //! The price: one worker decapsulates all of a tunnel's traffic, where the
 //! VXLAN reuseport group spreads it by flow ([`super::udp`]). Spreading it
 //! again would take a hand-off of whole buffers from the reader to the
