@@ -3,9 +3,10 @@
 //!
 //! A port has one queue per worker and each worker owns its queues
 //! outright, so any worker can transmit to any port without a lock
-//! (`docs/ARCHITECTURE.md`, § Threading model). Ports come in kinds behind
-//! one interface, [`PortQueue`], and each kind says what it can do
-//! ([`PortQueue::caps`]):
+//! (`docs/ARCHITECTURE.md`, § Threading model); a GRE tunnel's queues share
+//! its one socket, and only one of them receives ([`PortQueue::receives`]).
+//! Ports come in kinds behind one interface, [`PortQueue`], and each kind
+//! says what it can do ([`PortQueue::caps`]):
 //!
 //! | kind | what | virtio-net header | batch I/O |
 //! |---|---|---|---|
