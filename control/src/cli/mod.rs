@@ -49,7 +49,11 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "tapnet", version, about = "Userspace container networking: learning bridges over TAP devices, a gateway with NAT, VXLAN/GRE overlays")]
+#[command(
+    name = "tapnet",
+    version,
+    about = "Userspace container networking: learning bridges over TAP devices, a gateway with NAT, VXLAN/GRE overlays"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
