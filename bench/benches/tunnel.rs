@@ -1,4 +1,4 @@
-//! The overlay tunnels' socket layer (`dataplane::port::{udp, gre}`).
+//! The VXLAN tunnels' socket layer (`dataplane::port::udp`).
 //!
 //! VXLAN sends run on the loopback interface of the current namespace (no
 //! privilege needed). Each iteration puts 40 VXLAN datagrams of 1000 bytes
@@ -18,18 +18,17 @@
 //!   computed), so this only shows that the mode itself costs nothing more.
 //! - `vxlan_send/gso`: `send_gso` in checksum mode: one `sendmsg` with
 //!   `UDP_SEGMENT`, cut into the 40 datagrams below the socket.
-//! - `gre/steering_hash`: the steering key of 32 received keyed
-//!   Ethernet-over-GRE packets (inner TCP), as the socket filter computes it
-//!   in the kernel for every worker's socket.
+//!
+//! GRE has no case here: a tunnel is one raw socket that needs CAP_NET_RAW
+//! (`dataplane::port::gre`), and `tapnet bench --scenario gre` measures it
+//! end to end.
 
 use std::hint::black_box;
 use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use bench::frames::wire::{eth_ipv4_tcp, gre_encap, with_headroom, GRE_KEY_OVERHEAD};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dataplane::port::gre::steering_hash;
 use dataplane::port::udp::{open_vxlan, UdpTunnelQueue};
 
 const SEGMENTS: usize = 40;
@@ -86,21 +85,5 @@ fn vxlan_send(c: &mut Criterion) {
     g.finish();
 }
 
-fn gre(c: &mut Criterion) {
-    let packets: Vec<Vec<u8>> = (0..32)
-        .map(|i| {
-            let mut f = with_headroom(&eth_ipv4_tcp(64 + i), GRE_KEY_OVERHEAD);
-            gre_encap(&mut f, 7);
-            f[14..].to_vec()
-        })
-        .collect();
-    let mut g = c.benchmark_group("gre");
-    g.throughput(Throughput::Elements(packets.len() as u64));
-    g.bench_function("steering_hash", |b| {
-        b.iter(|| packets.iter().fold(0u32, |acc, p| acc ^ steering_hash(black_box(p))))
-    });
-    g.finish();
-}
-
-criterion_group!(benches, vxlan_send, gre);
+criterion_group!(benches, vxlan_send);
 criterion_main!(benches);

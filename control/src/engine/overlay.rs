@@ -4,10 +4,12 @@
 //!
 //! The kernel owns the underlay address (the host's own address, given
 //! with `--underlay`); the dataplane sends and receives encapsulated frames
-//! through sockets bound to it (`dataplane::port::udp`, `…::gre`). One
-//! tunnel (its sockets, one dataplane port) serves every overlay network of
-//! the same kind, underlay address and port; each network is told apart by
-//! its VNI or key. Each remote host (`--peer`) is a VTEP: a virtual port of
+//! through sockets bound to it (`dataplane::port::udp`: a reuseport group
+//! to receive and a pool per worker to send; `…::gre`: one raw socket,
+//! which one worker reads and every worker sends through). One tunnel (its
+//! sockets, one dataplane port with a queue per worker) serves every
+//! overlay network of the same kind, underlay address and port; each
+//! network is told apart by its VNI or key. Each remote host (`--peer`) is a VTEP: a virtual port of
 //! the network, which the MAC table points at for the MACs behind it and
 //! which floods reach (head-end replication). `--ip-range` is the part of
 //! the subnet this host hands out, so two hosts never hand out one address.
@@ -31,7 +33,8 @@ use crate::netlink::Netlink;
 /// The default VXLAN UDP port (RFC 7348 §5).
 pub const VXLAN_PORT: u16 = 4789;
 
-/// What identifies a tunnel: one set of sockets per kind, address and port.
+/// What identifies a tunnel: one set of sockets per kind, address and port
+/// (for GRE, one socket per address: `port` is 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct TunnelKey {
     pub(super) encap: Encap,

@@ -4,16 +4,17 @@
 //!
 //! A port has one queue per worker and each worker owns its queues
 //! outright, so any worker can transmit to any port without a lock
-//! (`docs/ARCHITECTURE.md`, § Threading model). Ports come in kinds behind
-//! one interface, [`PortQueue`], and each kind says what it can do
-//! ([`PortQueue::caps`]):
+//! (`docs/ARCHITECTURE.md`, § Threading model); a GRE tunnel's queues share
+//! its one socket, and only one of them receives ([`PortQueue::receives`]).
+//! Ports come in kinds behind one interface, [`PortQueue`], and each kind
+//! says what it can do ([`PortQueue::caps`]):
 //!
 //! | kind | what | virtio-net header | batch I/O |
 //! |---|---|---|---|
 //! | [`tap`] | a container's `eth0`, a multi-queue TAP | yes (`IFF_VNET_HDR`) | no: one `read`/`write` per frame |
 //! | [`packet`] | the uplink, an AF_PACKET socket per worker in a fanout group steered by [`steer`] | yes (`PACKET_VNET_HDR`) | yes: `recvmmsg`/`sendmmsg` |
 //! | [`udp`] | a VXLAN tunnel: UDP sockets bound to the underlay address (a reuseport group to receive, a pool per worker to send) | no: GSO is resolved before it; UDP GSO/GRO underneath | yes: `recvmmsg`/`sendmmsg`, `UDP_SEGMENT` |
-//! | [`gre`] | a GRE tunnel: a raw IP socket per worker, steered by a BPF socket filter | no: GSO is resolved before it | yes: `recvmmsg`/`sendmmsg` |
+//! | [`gre`] | a GRE tunnel: one raw IP socket per tunnel, read by one worker, sent through by all ([`PortQueue::receives`]) | no: GSO is resolved before it | yes: `recvmmsg`/`sendmmsg` |
 //!
 //! A port that speaks virtio-net headers carries offload metadata (GSO,
 //! partial checksums) with every frame, so 64 KiB TCP super-frames cross the
@@ -99,6 +100,19 @@ impl PortQueue {
             PortQueue::Tap(_) => Caps { vnet_hdr: true, batch: false },
             PortQueue::Packet(_) => Caps { vnet_hdr: true, batch: true },
             PortQueue::Vxlan(_) | PortQueue::Gre(_) => Caps { vnet_hdr: false, batch: true },
+        }
+    }
+
+    /// Whether a worker reads this queue: registers it in its epoll for
+    /// READABLE and serves it. Every queue does but a GRE tunnel's
+    /// send-only ones ([`gre`], § One socket per tunnel): their socket is
+    /// another worker's to read, and polling it would wake this worker for
+    /// packets it must not take.
+    #[inline]
+    pub fn receives(&self) -> bool {
+        match self {
+            PortQueue::Gre(q) => q.receives(),
+            _ => true,
         }
     }
 
@@ -411,7 +425,9 @@ const GSO_MAX_PAYLOAD: usize = 65535 - 20 - 8;
 const GSO_MAX_SEGMENTS: usize = 64;
 
 /// Open one queue per worker of an overlay tunnel of kind `encap` on
-/// `underlay` (VXLAN: UDP port `port`).
+/// `underlay` (VXLAN: UDP port `port`). A GRE tunnel's queues all share one
+/// raw socket, and only `queues[gre::receiver_of(underlay, workers)]`
+/// receives.
 pub fn open_tunnel(
     encap: crate::overlay::tunnel::Encap,
     underlay: std::net::Ipv4Addr,

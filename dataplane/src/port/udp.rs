@@ -46,7 +46,8 @@
 //! ephemeral range (`net.ipv4.ip_local_port_range`, 32768-60999 by default;
 //! RFC 7348 §5 recommends 49152-65535, which the control plane can
 //! arrange with that sysctl). The caller chooses the socket by a hash of
-//! the inner flow (for instance [`super::gre::inner_flow_hash`]), and
+//! the inner flow (for instance
+//! [`crate::overlay::tunnel::inner_flow_hash`]), and
 //! [`UdpTunnelQueue::source_port`] tells which port that is. A pool index is
 //! taken modulo the pool size, so a hash can be passed as it is. Send
 //! sockets never receive: a drop-all socket filter discards anything sent

@@ -65,7 +65,8 @@ pub enum PortRole {
     /// The uplink: routed, through NAT.
     Uplink,
     /// An overlay tunnel's sockets (VXLAN or GRE): what it reads is
-    /// decapsulated and bridged into the network its VNI or key names.
+    /// decapsulated and bridged into the network its VNI or key names. A
+    /// GRE tunnel is read by one worker only (`crate::port::gre`).
     Tunnel,
     /// A remote VTEP of network `net`, reached through tunnel port
     /// `tunnel`: a virtual port with no queue, which the MAC table can
@@ -386,7 +387,10 @@ impl Worker {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "no such network in the dataplane"));
             }
         }
-        if let Some(q) = &queue {
+        // A queue that does not receive (a GRE tunnel's, whose one socket
+        // another worker reads) stays out of this worker's epoll.
+        let polled = queue.as_ref().is_some_and(PortQueue::receives);
+        if let Some(q) = queue.as_ref().filter(|_| polled) {
             let fd = q.as_raw_fd();
             self.poll.registry().register(&mut SourceFd(&fd), Token(port as usize), Interest::READABLE)?;
         }
@@ -398,7 +402,7 @@ impl Worker {
         }
         // The queue may already hold frames (edge-triggered: no event for
         // those), so start with it on the ready list.
-        let ready = queue.is_some();
+        let ready = polled;
         self.ports[port as usize] = Some(WPort { queue, role, mtu, pin, ready });
         if ready {
             self.ready.push(port);
@@ -408,7 +412,7 @@ impl Worker {
 
     fn remove_port(&mut self, port: PortId) {
         if let Some(p) = self.ports[port as usize].take() {
-            if let Some(q) = &p.queue {
+            if let Some(q) = p.queue.as_ref().filter(|q| q.receives()) {
                 let fd = q.as_raw_fd();
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
@@ -478,5 +482,52 @@ impl Worker {
                 let _ = waker.wake();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::overlay::tunnel::Encap;
+    use crate::port::udp::tests::{with_two_ns, IP_B};
+    use crate::port::{gre, open_tunnel};
+    use crate::{Config, Dataplane, PortRole};
+
+    /// How many epoll instances of this process watch the file whose inode
+    /// is `ino` (each watch is a `tfd:` line of the epoll's fdinfo).
+    fn epolls_watching(ino: u64) -> usize {
+        let want = format!("ino:{ino:x}");
+        let mut n = 0;
+        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            if std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[eventpoll]") {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", e.file_name().to_string_lossy()))
+                    .unwrap_or_default();
+                n += info.lines().filter(|l| l.starts_with("tfd:") && l.split_whitespace().any(|w| w == want)).count();
+            }
+        }
+        n
+    }
+
+    /// A GRE tunnel's one socket is in the epoll set of its receiving
+    /// worker only; the others hold it to send, and are never woken by it.
+    #[test]
+    #[ignore = "needs root: creates network namespaces and a raw IPPROTO_GRE socket"]
+    fn only_the_receiving_worker_polls_a_gre_tunnel() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        with_two_ns(|ns| {
+            ns.enter_b();
+            let workers = 3;
+            let mut dp = Dataplane::start(&Config { workers, pin: false, ..Config::default() }).unwrap();
+            let queues = open_tunnel(Encap::Gre, IP_B, 0, workers, false).unwrap();
+            assert_eq!(queues.iter().filter(|q| q.receives()).count(), 1);
+            assert!(queues[gre::receiver_of(IP_B, workers)].receives());
+            let fd = queues[0].as_raw_fd();
+            let ino = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino();
+            assert_eq!(epolls_watching(ino), 0);
+            dp.add_port(7, PortRole::Tunnel, u32::from(u16::MAX), queues).unwrap();
+            assert_eq!(epolls_watching(ino), 1, "one worker polls the socket");
+            dp.remove_port(7).unwrap();
+            dp.shutdown();
+        });
     }
 }
