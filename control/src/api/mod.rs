@@ -26,6 +26,7 @@
 //! | `container_inspect`, `container_rm` | `name` |
 //! | `fdb` | `network` |
 //! | `stats`, `conntrack` | |
+//! | `shutdown` | `keep`? (default false: remove everything, as SIGTERM; true: leave every container for the next daemon) |
 //!
 //! For example `{"op":"container_create","name":"web","network":"front"}`.
 //!
