@@ -4,7 +4,8 @@
 //!
 //! The state directory holds a lock (one daemon per directory) and
 //! `state.json`: every network and container, saved atomically before a
-//! change is acknowledged, with the intent of a change under way. A daemon
+//! change is acknowledged, and `intent.json`, the intent of a change under
+//! way that makes or removes a namespace or TAP (`state.rs`). A daemon
 //! started on a state directory adopts what it describes (the containers'
 //! namespaces and persistent TAPs survive the daemon): after a crash, a
 //! `kill -9` or `--keep`, the containers forward again as soon as it runs.

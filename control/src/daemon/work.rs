@@ -183,9 +183,9 @@ fn engine_loop(
                     Ok(serde_json::Value::String(if keep { "stopping, keeping everything" } else { "stopping" }.into()))
                 } else {
                     if let Some(intent) = state::intent_of(&job.req) {
-                        let mut saved = engine.saved();
-                        saved.intent = Some(intent);
-                        store.save_or_log(&saved);
+                        if let Err(e) = store.save_intent(&intent) {
+                            eprintln!("tapnet: could not record the intent of a change: {e}");
+                        }
                     }
                     let r = match std::panic::catch_unwind(AssertUnwindSafe(|| engine.handle(job.req))) {
                         Ok(r) => r.map_err(|e| e.to_string()),

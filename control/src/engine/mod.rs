@@ -57,7 +57,7 @@ mod view;
 use container::Container;
 use ids::IdPool;
 use network::Network;
-pub use saved::{Intent, Saved, STATE_VERSION};
+pub use saved::{Intent, Saved, SavedContainer, SavedEndpoint, SavedNetwork, STATE_VERSION};
 pub use uplink::{macvlan_name, parse_cidr_host, UplinkMode, UplinkOpts};
 use view::Published;
 pub use view::View;

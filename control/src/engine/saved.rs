@@ -35,8 +35,9 @@ pub struct Saved {
     pub version: u32,
     pub networks: Vec<SavedNetwork>,
     pub containers: Vec<SavedContainer>,
-    /// The change under way, if a daemon died during one.
-    #[serde(default)]
+    /// The change under way, if a daemon died during one (kept in a file
+    /// of its own, `intent.json`; never in `state.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
 }
 
