@@ -257,9 +257,11 @@ mod tests {
         std::thread::spawn(|| {
             // SAFETY: unshare only affects this thread, which ends below.
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            // SAFETY (the lookups below): a valid NUL-terminated name, looked
-            // up in this thread's private namespace.
-            let exists = || unsafe { libc::if_nametoindex(c"tnpersist0".as_ptr()) } != 0;
+            let exists = || {
+                // SAFETY: a valid NUL-terminated name, looked up in this
+                // thread's private namespace.
+                unsafe { libc::if_nametoindex(c"tnpersist0".as_ptr()) != 0 }
+            };
             let qs = open_multiqueue("tnpersist0", 2, DEFAULT_OFFLOADS).unwrap();
             set_persist(qs[0].as_fd(), true).unwrap();
             drop(qs);
