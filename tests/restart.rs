@@ -277,13 +277,20 @@ fn a_corrupt_or_incompatible_state_stops_the_daemon_and_touches_nothing() {
     for (bad, says) in [
         (b"{\"version\":1,\"networks\":[".to_vec(), "not a tapnet state file"),
         (br#"{"version":2,"networks":[],"containers":[]}"#.to_vec(), "version 2, this tapnet reads version 1"),
+        // Published ports need the uplink the saved daemon had.
+        (
+            br#"{"version":1,"networks":[],"containers":[{"name":"x","id":"0","mode":"n1","endpoints":[],
+                "published":[{"proto":"tcp","host_port":8080,"container_port":80}]}]}"#
+                .to_vec(),
+            "the saved state has published ports",
+        ),
     ] {
         std::fs::write(&file, &bad).unwrap();
         let out = run();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(says) && err.starts_with("tapnet: state file"), "{err}");
+        assert!(err.contains(says) && err.starts_with("tapnet: "), "{err}");
         assert_eq!(std::fs::read(&file).unwrap(), bad, "the state file was changed");
         assert!(!h.socket.exists());
         assert_eq!(my_namespaces(&h), vec![a.clone()]);
