@@ -170,7 +170,16 @@ fn engine_loop(
                 next_sweep = Instant::now() + SWEEP_EVERY;
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            // The daemon failed before it served (it stops the engine
+            // thread with `Stop` otherwise): leave the containers, which
+            // may have been adopted, as a crash would.
+            Err(RecvTimeoutError::Disconnected) => {
+                store.save_or_log(&engine.saved());
+                for e in engine.release() {
+                    eprintln!("tapnet: {e}");
+                }
+                return;
+            }
         };
         match msg {
             ToEngine::Job(job) => {
