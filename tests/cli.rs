@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
 
 fn snapshot(h: &Host) -> (serde_json::Value, serde_json::Value, Vec<String>) {
     let mut ns: Vec<String> = netns_list().into_iter().filter(|n| n.starts_with(&h.prefix)).collect();
@@ -138,16 +137,20 @@ fn shutdown_and_crash_recovery_leave_nothing_behind() {
     assert!(taps.trim().is_empty(), "TAPs left: {taps}");
     assert!(!h.socket.exists(), "socket left behind");
 
-    // SIGKILL leaves namespaces; the next daemon on the state dir removes them.
+    // SIGKILL leaves the containers running; the next daemon on the state
+    // dir adopts them (tests/restart.rs has the rest), and SIGTERM then
+    // removes them.
     h.spawn(&["--workers", "1"]);
     h.network("n1", "10.224.0.0/24", &[]);
     h.container(&a, "n1");
     h.stop(libc::SIGKILL);
     assert!(netns_list().contains(&a));
     h.spawn(&["--workers", "1"]);
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!netns_list().contains(&a), "leftover namespace not recovered");
-    assert!(h.json(&["container", "ls"]).as_array().unwrap().is_empty());
+    let ls = h.json(&["container", "ls"]);
+    assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+    assert_eq!(ls[0]["name"], a.as_str());
+    h.stop(libc::SIGTERM);
+    assert!(!netns_list().contains(&a), "SIGTERM left the adopted namespace");
 }
 
 /// Without root: `tapnet` hands `bench` and `demo` to `tapnet-bench` (built

@@ -98,6 +98,6 @@ fn five_hundred_containers_on_one_daemon() {
         String::from_utf8_lossy(&sh("ip", &["-n", &h.hostns, "-o", "link", "show", "type", "tun"]).stdout).into_owned();
     assert!(taps.trim().is_empty(), "TAPs left: {taps}");
     assert!(!h.socket.exists(), "socket left behind");
-    let state = std::fs::read_to_string(h.state.join("namespaces.json")).unwrap();
-    assert_eq!(state.trim(), "[]", "the state file still lists namespaces");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(h.state.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["containers"], serde_json::json!([]), "the state file still lists containers");
 }

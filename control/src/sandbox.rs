@@ -7,8 +7,11 @@
 //! whoever opens `/dev/net/tun`), set its MAC, MTU and root qdisc
 //! (`noqueue`, see [`Netlink::link_set_noqueue`]), add the address, bring
 //! it up and add the default route. The queues' descriptors work
-//! from any thread afterwards. The TAP is not persistent: it disappears
-//! when the dataplane closes its queues.
+//! from any thread afterwards. The engine makes the TAP persistent once
+//! the dataplane holds its queues, so it outlives a daemon that dies or
+//! stops with `--keep`, and the next daemon re-attaches queues to it
+//! ([`reopen`]). It goes with its namespace, or when the engine clears
+//! its persistence before closing its queues.
 //!
 //! Making the TAP in the daemon's namespace and moving it in, as this did
 //! before, cost an RCU barrier per move in the kernel
@@ -110,6 +113,37 @@ pub fn attach(spec: &EndpointSpec<'_>) -> Result<Vec<TapQueue>, SandboxError> {
             c.route_add_v4(Ipv4Addr::UNSPECIFIED, 0, Some(spec.gateway), Some(idx)).map_err(nl("add default route"))?;
         }
         Ok(queues)
+    })?
+}
+
+/// Attach `queues` new queues to the existing (persistent) TAP `ifname`
+/// in the sandbox: the endpoint as a previous daemon left it, with its
+/// address, MAC and routes. `Ok(None)` if there is no such interface.
+pub fn reopen(sandbox: &Path, ifname: &str, queues: usize) -> Result<Option<Vec<TapQueue>>, SandboxError> {
+    dataplane::port::check_ifname(ifname).map_err(TapError::from)?;
+    netns::run_in(sandbox, || -> Result<Option<Vec<TapQueue>>, SandboxError> {
+        let mut c = Netlink::open().map_err(nl("open netlink in namespace"))?;
+        if !c.links().map_err(nl("list links"))?.iter().any(|l| l.name == ifname) {
+            return Ok(None);
+        }
+        Ok(Some(tap::open_multiqueue(ifname, queues, tap::DEFAULT_OFFLOADS)?))
+    })?
+}
+
+/// Delete the `ethN` TAPs of the sandbox that are not in `keep`
+/// (what an interrupted `network connect` may have left); returns their
+/// names.
+pub fn remove_stray_endpoints(sandbox: &Path, keep: &[&str]) -> Result<Vec<String>, SandboxError> {
+    netns::run_in(sandbox, || -> Result<Vec<String>, SandboxError> {
+        let mut c = Netlink::open().map_err(nl("open netlink in namespace"))?;
+        let mut gone = Vec::new();
+        for l in c.links().map_err(nl("list links"))? {
+            if l.kind.as_deref() == Some("tun") && l.name.starts_with("eth") && !keep.contains(&l.name.as_str()) {
+                c.link_del(l.index).map_err(nl("delete stray interface"))?;
+                gone.push(l.name);
+            }
+        }
+        Ok(gone)
     })?
 }
 

@@ -29,6 +29,7 @@
 //! | `fdb_del` | `network`, `mac` |
 //! | `overlay_check` | `network` |
 //! | `stats`, `conntrack` | |
+//! | `shutdown` | `keep`? (default false: remove everything, as SIGTERM; true: leave every container for the next daemon) |
 //!
 //! For example `{"op":"container_create","name":"web","network":"front"}`.
 //!

@@ -61,6 +61,12 @@ pub enum Request {
     Stats {},
     /// The connection table of the gateways' NAT.
     Conntrack {},
+    /// Stop the daemon: remove every container and network, as SIGTERM
+    /// does, or (`keep`) leave them for the next daemon.
+    Shutdown {
+        #[serde(default)]
+        keep: bool,
+    },
 }
 
 impl Request {
@@ -84,14 +90,15 @@ impl Request {
             | Request::NetworkConnect { .. }
             | Request::NetworkDisconnect { .. }
             | Request::ContainerCreate(_)
-            | Request::ContainerRm { .. } => false,
+            | Request::ContainerRm { .. }
+            | Request::Shutdown { .. } => false,
         }
     }
 }
 
 /// What `network create` asks for. Every field but the name and subnet is
 /// optional; an absent one takes the daemon's default.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     pub name: String,

@@ -85,6 +85,15 @@ pub enum Cmd {
     Stats,
     /// Show the connections the gateways' NAT tracks.
     Conntrack,
+    /// Stop the daemon, removing every container and network as SIGTERM
+    /// does; with --keep, leave them (namespaces, TAPs, addresses) for the
+    /// next daemon on the same state directory to adopt. Returns once the
+    /// daemon has stopped.
+    Shutdown {
+        /// Leave every container and network in place.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Overlay networks: `tapnet overlay check NET` probes every peer.
     #[command(subcommand)]
     Overlay(show::OverlayCmd),
@@ -110,9 +119,16 @@ pub struct DaemonArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Where the daemon keeps its lock and its list of namespaces.
+    /// Where the daemon keeps its lock and its state (state.json: every
+    /// network and container). A daemon started on the state directory of
+    /// one that died, or stopped with --keep, adopts its containers.
     #[arg(long, default_value = api::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// On SIGTERM or SIGINT, stop but leave every container (namespace,
+    /// TAP, addresses, routes) in place for the next daemon, like Docker's
+    /// live-restore. Without it they are all removed.
+    #[arg(long)]
+    pub keep: bool,
     /// Default MAC table bound per network.
     #[arg(long, default_value_t = dataplane::bridge::fdb::DEFAULT_CAPACITY)]
     pub fdb_max: usize,
@@ -291,6 +307,20 @@ fn call<T: DeserializeOwned>(socket: &Path, req: Request) -> Result<(T, serde_js
     Ok((t, v))
 }
 
+/// `tapnet shutdown [--keep]`: ask, then wait for the daemon to remove its
+/// socket (the last thing it does).
+fn shutdown(sock: &Path, keep: bool) -> Result<(), String> {
+    let _: (String, _) = call(sock, Request::Shutdown { keep })?;
+    let t0 = std::time::Instant::now();
+    while sock.exists() {
+        if t0.elapsed() > std::time::Duration::from_secs(120) {
+            return Err(format!("the daemon has not stopped after 120 s ({} is still there)", sock.display()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -306,6 +336,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 state_dir: a.state_dir,
                 netns: a.netns,
                 engine,
+                keep: a.keep,
             };
             crate::daemon::run(opts).map_err(|e| e.to_string())
         }
@@ -315,6 +346,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Fdb(a) => show::fdb(sock, json, a),
         Cmd::Stats => show::stats(sock, json),
         Cmd::Conntrack => show::conntrack(sock, json),
+        Cmd::Shutdown { keep } => shutdown(sock, keep),
         Cmd::Up { file, host } => up::run(sock, &file, host),
         Cmd::Overlay(show::OverlayCmd::Check { network }) => show::overlay_check(sock, json, network),
         // Only reached if `external::wanted` missed them.

@@ -1,11 +1,18 @@
 //! `tapnet daemon`: owns the dataplane and every TAP fd, serves the API on a
-//! Unix socket, and tears everything down on SIGTERM or SIGINT.
+//! Unix socket, and tears everything down on SIGTERM or SIGINT (or, with
+//! `--keep` or a `shutdown --keep` request, leaves everything in place).
 //!
 //! The state directory holds a lock (one daemon per directory) and
-//! `namespaces.json`, the namespaces this daemon made. If a daemon dies
-//! without cleaning up (SIGKILL, crash), the next one started on the same
-//! state directory removes those namespaces before it serves anything. TAP
-//! devices need no such care: they vanish with the process that holds them.
+//! `state.json`: every network and container, saved atomically before a
+//! change is acknowledged, and `intent.json`, the intent of a change under
+//! way that makes or removes a namespace or TAP (`state.rs`). A daemon
+//! started on a state directory adopts what it describes (the containers'
+//! namespaces and persistent TAPs survive the daemon): after a crash, a
+//! `kill -9` or `--keep`, the containers forward again as soon as it runs.
+//! It first undoes or finishes a change a crash interrupted. A state file
+//! it cannot read stops it with an error before it touches anything.
+//! Connection tracking is not saved: NAT'd flows through the uplink do not
+//! survive a restart (bridged and routed flows between containers do).
 //!
 //! A dataplane worker that stops (a panic, say) would leave the dataplane
 //! forwarding only on the other workers' queues: the daemon logs it, tears
@@ -63,6 +70,12 @@ pub enum DaemonError {
     /// The API server's thread stopped; everything was torn down.
     #[error("the API server stopped: {0}; removed every container and network")]
     ApiDied(String),
+    /// The state file cannot be adopted; nothing was touched.
+    #[error("state file {0}: {1}; nothing was changed (move it away to start afresh)")]
+    BadState(String, String),
+    /// Saved published ports, and no uplink to publish them on.
+    #[error("the saved state has published ports: start the daemon with the uplink it had (--uplink IFACE --uplink-ip A.B.C.D/LEN)")]
+    NeedsUplink,
 }
 
 fn ioe<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(io::Error) -> DaemonError + 'a {
@@ -77,12 +90,19 @@ pub struct DaemonOpts {
     /// Named namespace to run in (the "host" of this daemon), if not the current one.
     pub netns: Option<String>,
     pub engine: EngineConfig,
+    /// On SIGTERM/SIGINT (or a dead worker), leave every container in
+    /// place for the next daemon instead of removing it.
+    pub keep: bool,
 }
 
 /// Why the daemon stops.
 #[derive(Debug, PartialEq, Eq)]
-enum Stop {
+pub(crate) enum Stop {
     Signal(i32),
+    /// A `shutdown` request.
+    Request {
+        keep: bool,
+    },
     Worker(WorkerExit),
     /// The API server's thread ended (it only ends by a panic).
     Api(String),
@@ -107,11 +127,18 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     namespaces::enter(opts.netns.as_deref())?;
     let nofile = limits::raise_nofile().map_err(ioe("raise RLIMIT_NOFILE", Path::new("-")))?;
     let _lock = state::lock_dir(&opts.state_dir)?;
-    let state_file = state::state_file(&opts.state_dir);
-    state::recover(&state_file);
+    let store = state::Store::new(&opts.state_dir);
+    let mut saved = store.load()?;
+    if saved.has_published_ports() && opts.engine.uplink.is_none() {
+        return Err(DaemonError::NeedsUplink);
+    }
+    state::recover_legacy(&opts.state_dir);
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ioe("install signal handlers", Path::new("-")))?;
     let listener = server::bind(&opts.socket)?;
-    let engine = match Engine::new(opts.engine.clone()) {
+    state::settle(&mut saved);
+    let adopt = !saved.networks.is_empty() || !saved.containers.is_empty();
+    let made = if adopt { Engine::restore(opts.engine.clone(), &saved) } else { Engine::new(opts.engine.clone()) };
+    let engine = match made {
         Ok(e) => e,
         Err(e) => {
             let _ = std::fs::remove_file(&opts.socket);
@@ -126,7 +153,19 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     let poll = mio::Poll::new().map_err(ioe("create poller", Path::new("API")))?;
     let (replies, replies_rx) =
         work::Replies::new(server::Server::waker(&poll).map_err(ioe("create waker", Path::new("API")))?);
-    let threads = work::start(engine, shared.clone(), state_file, replies, limits::READERS).map_err(spawn_err)?;
+    if adopt {
+        eprintln!(
+            "tapnet: adopted {} networks and {} containers from {}",
+            engine.saved().networks.len(),
+            engine.saved().containers.len(),
+            opts.state_dir.display()
+        );
+    }
+    // What could not be adopted is gone from the state, as is the intent.
+    store.save_or_log(&engine.saved());
+    let (stop_tx, stops) = crossbeam_channel::bounded(4);
+    let threads =
+        work::start(engine, shared.clone(), store, replies, limits::READERS, stop_tx.clone()).map_err(spawn_err)?;
     let srv = server::Server::new(
         server::Limits::DAEMON,
         listener,
@@ -137,7 +176,6 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
         poll,
     )
     .map_err(ioe("listen", &opts.socket))?;
-    let (stop_tx, stops) = crossbeam_channel::bounded(4);
     let api_stop = stop_tx.clone();
     std::thread::Builder::new()
         .name("tapnet-api".into())
@@ -170,18 +208,28 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
         limits::max_ports(nofile, workers, opts.engine.uplink.is_some()),
     );
     let stop = wait_for_stop(&stops, &exits);
+    let keep = match stop {
+        Stop::Request { keep } => keep,
+        _ => opts.keep,
+    };
+    let what = if keep {
+        "leaving every container in place for the next daemon"
+    } else {
+        "removing every container and network"
+    };
     match &stop {
-        Stop::Signal(sig) => eprintln!("tapnet: signal {sig}, removing every container and network"),
-        Stop::Worker(e) => eprintln!("tapnet: {e}; removing every container and network"),
-        Stop::Api(why) => eprintln!("tapnet: the API server stopped ({why}); removing every container and network"),
+        Stop::Signal(sig) => eprintln!("tapnet: signal {sig}, {what}"),
+        Stop::Request { .. } => eprintln!("tapnet: shutdown requested, {what}"),
+        Stop::Worker(e) => eprintln!("tapnet: {e}; {what}"),
+        Stop::Api(why) => eprintln!("tapnet: the API server stopped ({why}); {what}"),
     }
     shared.stop();
-    for e in threads.stop() {
+    for e in threads.stop(keep) {
         eprintln!("tapnet: teardown: {e}");
     }
     let _ = std::fs::remove_file(&opts.socket);
     match stop {
-        Stop::Signal(_) => Ok(()),
+        Stop::Signal(_) | Stop::Request { .. } => Ok(()),
         Stop::Worker(e) => Err(DaemonError::WorkerDied(e)),
         Stop::Api(why) => Err(DaemonError::ApiDied(why)),
     }

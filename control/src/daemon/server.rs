@@ -592,7 +592,9 @@ mod tests {
             let shared = Arc::new(Shared::new(engine.view()));
             let poll = Poll::new().unwrap();
             let (replies, rx) = Replies::new(Server::waker(&poll).unwrap());
-            let threads = work::start(engine, shared.clone(), dir.join("namespaces.json"), replies, 1).unwrap();
+            let stops = crossbeam_channel::unbounded().0;
+            let threads =
+                work::start(engine, shared.clone(), super::super::state::Store::new(&dir), replies, 1, stops).unwrap();
             let srv =
                 Server::new(limits, listener, reserve_fd(), shared.clone(), threads.dispatch(), rx, poll).unwrap();
             std::thread::spawn(move || srv.run());
@@ -611,7 +613,7 @@ mod tests {
         fn drop(&mut self) {
             self.shared.stop();
             if let Some(t) = self.threads.take() {
-                t.stop();
+                t.stop(false);
             }
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -5,19 +5,22 @@
 //! so they never wait for a change under way. Both hand the reply line
 //! back to the server thread and wake it.
 //!
-//! The engine thread also sweeps expired MAC entries about once a second,
-//! and tears everything down when told to stop.
+//! The engine thread saves the state ([`Store`]) before a change that
+//! makes or removes a namespace or TAP (with its intent) and after every
+//! change, before the reply goes out. It also sweeps expired MAC entries
+//! about once a second, and when told to stop, tears everything down or
+//! (`--keep`) leaves it for the next daemon.
 
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
-use super::state::{self, Shared};
+use super::state::{self, Shared, Store};
+use super::Stop;
 use crate::api::{reply_line, Request};
 use crate::engine::Engine;
 
@@ -61,7 +64,8 @@ impl Replies {
 
 enum ToEngine {
     Job(Box<Job>),
-    Stop(Sender<Vec<String>>),
+    /// Stop; keep (`true`) or remove every container and network.
+    Stop(Sender<Vec<String>>, bool),
 }
 
 enum ToReader {
@@ -105,16 +109,17 @@ pub(super) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 pub(super) fn start(
     engine: Engine,
     shared: Arc<Shared>,
-    state_file: PathBuf,
+    store: Store,
     replies: Replies,
     readers: usize,
+    stops: Sender<Stop>,
 ) -> io::Result<Workers> {
     let (etx, erx) = unbounded();
     let (rtx, rrx) = unbounded();
     let (s, r) = (shared.clone(), replies.clone());
     let engine = std::thread::Builder::new()
         .name("tapnet-engine".into())
-        .spawn(move || engine_loop(engine, erx, &s, &state_file, &r))?;
+        .spawn(move || engine_loop(engine, erx, &s, &store, &r, &stops))?;
     let mut handles = Vec::with_capacity(readers);
     for i in 0..readers {
         let (rx, s, r) = (rrx.clone(), shared.clone(), replies.clone());
@@ -130,9 +135,9 @@ impl Workers {
     }
 
     /// Stop the readers, then the engine thread, which removes every
-    /// container and network; returns the problems met. Call
-    /// [`Shared::stop`] first.
-    pub(super) fn stop(self) -> Vec<String> {
+    /// container and network (or, with `keep`, leaves them for the next
+    /// daemon); returns the problems met. Call [`Shared::stop`] first.
+    pub(super) fn stop(self, keep: bool) -> Vec<String> {
         for _ in &self.readers {
             let _ = self.dispatch.reads.send(ToReader::Stop);
         }
@@ -141,7 +146,7 @@ impl Workers {
             let _ = t.join();
         }
         let (tx, rx) = bounded(1);
-        let _ = self.dispatch.engine.send(ToEngine::Stop(tx));
+        let _ = self.dispatch.engine.send(ToEngine::Stop(tx, keep));
         let errs = rx.recv().unwrap_or_else(|_| vec!["the engine thread has gone".into()]);
         let _ = self.engine.join();
         errs
@@ -152,8 +157,9 @@ fn engine_loop(
     mut engine: Engine,
     rx: Receiver<ToEngine>,
     shared: &Shared,
-    state_file: &std::path::Path,
+    store: &Store,
     replies: &Replies,
+    stops: &Sender<Stop>,
 ) {
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
     loop {
@@ -164,25 +170,41 @@ fn engine_loop(
                 next_sweep = Instant::now() + SWEEP_EVERY;
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            // The daemon failed before it served (it stops the engine
+            // thread with `Stop` otherwise): leave the containers, which
+            // may have been adopted, as a crash would.
+            Err(RecvTimeoutError::Disconnected) => {
+                store.save_or_log(&engine.saved());
+                for e in engine.release() {
+                    eprintln!("tapnet: {e}");
+                }
+                return;
+            }
         };
         match msg {
             ToEngine::Job(job) => {
                 let job = *job;
                 let r = if shared.stopping() {
                     Err(SHUTTING_DOWN.to_string())
+                } else if let Request::Shutdown { keep } = job.req {
+                    // The main thread stops the daemon once this is answered.
+                    let _ = stops.send(Stop::Request { keep });
+                    Ok(serde_json::Value::String(if keep { "stopping, keeping everything" } else { "stopping" }.into()))
                 } else {
-                    let namespaces = matches!(job.req, Request::ContainerCreate(_) | Request::ContainerRm { .. });
+                    if let Some(intent) = state::intent_of(&job.req) {
+                        if let Err(e) = store.save_intent(&intent) {
+                            eprintln!("tapnet: could not record the intent of a change: {e}");
+                        }
+                    }
                     let r = match std::panic::catch_unwind(AssertUnwindSafe(|| engine.handle(job.req))) {
                         Ok(r) => r.map_err(|e| e.to_string()),
                         Err(p) => Err(format!("internal error: {}", panic_text(&*p))),
                     };
-                    // Published before the reply: whoever hears of the
-                    // change and reads next sees it.
+                    // Saved and published before the reply: whoever hears
+                    // of the change and reads next sees it, and a daemon
+                    // started after a crash adopts it.
+                    store.save_or_log(&engine.saved());
                     shared.publish(engine.view());
-                    if namespaces {
-                        state::save(state_file, &engine);
-                    }
                     r
                 };
                 replies.send(job.conn, reply_line(r));
@@ -191,12 +213,19 @@ fn engine_loop(
                     next_sweep = Instant::now() + SWEEP_EVERY;
                 }
             }
-            ToEngine::Stop(done) => {
+            ToEngine::Stop(done, keep) => {
                 while let Ok(ToEngine::Job(j)) = rx.try_recv() {
                     replies.send(j.conn, reply_line(Err(SHUTTING_DOWN.into())));
                 }
-                let errs = engine.shutdown();
-                state::save(state_file, &engine);
+                let errs = if keep {
+                    // The state file already describes everything.
+                    store.save_or_log(&engine.saved());
+                    engine.release()
+                } else {
+                    let errs = engine.shutdown();
+                    store.save_or_log(&engine.saved());
+                    errs
+                };
                 let _ = done.send(errs);
                 return;
             }

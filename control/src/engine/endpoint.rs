@@ -3,7 +3,7 @@
 //! address, MAC and port and undoes all of it if a later step fails.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use dataplane::bridge::Pin;
 use dataplane::port::{PortId, PortQueue};
@@ -24,6 +24,22 @@ pub(super) struct Endpoint {
     /// The descriptors of the TAP's queues, which the dataplane owns until
     /// the port is removed (for [`Engine::shutdown`]).
     pub(super) queue_fds: Vec<RawFd>,
+}
+
+/// Make the TAP whose queues the dataplane holds as `fds` persistent (it
+/// then outlives the daemon, for the next one to adopt) or not (it goes
+/// with its last queue). Best effort: a TAP that stays non-persistent is
+/// only lost to a crash, and one that stays persistent goes with its
+/// namespace.
+pub(super) fn set_persist(fds: &[RawFd], on: bool) {
+    if let Some(&fd) = fds.first() {
+        // SAFETY: the dataplane holds the queue `fd` open until its port
+        // is removed, which only the engine thread (the caller) does.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        if let Err(e) = dataplane::port::tap::set_persist(fd, on) {
+            eprintln!("tapnet: TUNSETPERSIST {on}: {e}");
+        }
+    }
 }
 
 impl Engine {
@@ -90,9 +106,10 @@ impl Engine {
             queues: self.dp.workers(),
         };
         let res = sandbox::attach(&spec).map_err(EngineError::from).and_then(|qs| {
-            let fds = qs.iter().map(|q| q.as_raw_fd()).collect();
+            let fds: Vec<RawFd> = qs.iter().map(|q| q.as_raw_fd()).collect();
             let qs = qs.into_iter().map(PortQueue::Tap).collect();
             self.dp.add_port_pinned(port, PortRole::Access(net_id), mtu, pin, qs)?;
+            set_persist(&fds, true);
             Ok(fds)
         });
         let queue_fds = match res {
@@ -110,6 +127,7 @@ impl Engine {
 
     /// Remove an endpoint: its queues close, so its TAP device disappears.
     pub(super) fn detach(&mut self, ep: &Endpoint) -> Result<()> {
+        set_persist(&ep.queue_fds, false);
         self.dp.remove_port(ep.port)?;
         if let Some(n) = self.networks.get_mut(&ep.network) {
             n.fdb.flush_port(ep.port);

@@ -19,6 +19,16 @@ impl IdPool {
     pub(super) fn release(&mut self, id: u16) {
         self.free.push(id)
     }
+    /// Take `id` out of the pool, if it is free there.
+    pub(super) fn take(&mut self, id: u16) -> bool {
+        match self.free.iter().position(|&x| x == id) {
+            Some(i) => {
+                self.free.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 pub(super) fn check_name(what: &'static str, name: &str, max: usize) -> Result<()> {
@@ -58,6 +68,17 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taken_ids_are_not_given_out() {
+        let mut p = IdPool::new(4);
+        assert!(p.take(2));
+        assert!(!p.take(2));
+        let mut got: Vec<u16> = (0..3).map(|_| p.alloc("x").unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![0, 1, 3]);
+        assert!(p.alloc("x").is_err());
+    }
 
     #[test]
     fn names() {

@@ -157,6 +157,9 @@ impl Engine {
             return Err(EngineError::MacIsGateway(mac, net.into()));
         }
         n.fdb.insert_static(mac, port);
+        let n = self.networks.get_mut(net).expect("checked");
+        n.statics.retain(|(m, _)| *m != mac);
+        n.statics.push((mac, remote));
         self.fdb(net)
     }
 
@@ -167,6 +170,7 @@ impl Engine {
         if mac == n.gateway_mac || !n.fdb.remove_static(mac) {
             return Err(EngineError::BadOverlay(format!("{mac} has no static entry that fdb add made on {net:?}")));
         }
+        self.networks.get_mut(net).expect("checked").statics.retain(|(m, _)| *m != mac);
         self.fdb(net)
     }
 

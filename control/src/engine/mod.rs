@@ -50,12 +50,14 @@ mod overlay;
 pub mod probe;
 mod publish;
 mod router;
+mod saved;
 mod uplink;
 mod view;
 
 use container::Container;
 use ids::IdPool;
 use network::Network;
+pub use saved::{Intent, Saved, SavedContainer, SavedEndpoint, SavedNetwork, STATE_VERSION};
 pub use uplink::{macvlan_name, parse_cidr_host, UplinkMode, UplinkOpts};
 use view::Published;
 pub use view::View;
@@ -125,6 +127,11 @@ pub enum EngineError {
     MacIsGateway(MacAddr, String),
     #[error("{0}")]
     BadOverlay(String),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// Saved state that cannot be adopted.
+    #[error("restore {0}")]
+    Restore(String),
     /// The process has no file descriptor left (README, "Limits").
     #[error("out of file descriptors ({0}): each container interface holds one per worker ({1} workers here), see the README's \"Limits\"")]
     OutOfFds(String, usize),
@@ -334,6 +341,7 @@ impl Engine {
             }
             Request::FdbAdd { network, mac, vtep } => to_value(&self.fdb_add(&network, &mac, &vtep)?),
             Request::FdbDel { network, mac } => to_value(&self.fdb_del(&network, &mac)?),
+            Request::Shutdown { .. } => return Err(EngineError::Unsupported("shutdown is served by the daemon")),
             Request::Version {}
             | Request::NetworkLs {}
             | Request::NetworkInspect { .. }
@@ -403,6 +411,26 @@ impl Engine {
             drop(fd);
             None
         });
+        errors
+    }
+}
+
+impl Engine {
+    /// Stop the dataplane and the uplink but leave every container, its
+    /// namespace and its (persistent) TAPs in place, for the next daemon
+    /// to adopt from the saved state (`--keep`). Returns the problems met.
+    pub fn release(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.containers.clear();
+        self.networks.clear();
+        self.published = Published::default();
+        if let Err(e) = self.uplink_down() {
+            errors.push(format!("uplink: {e}"));
+        }
+        match Arc::get_mut(&mut self.dp) {
+            Some(dp) => dp.shutdown(),
+            None => errors.push("dataplane: still in use by a reader; it stops when released".into()),
+        }
         errors
     }
 }

@@ -28,6 +28,10 @@ pub(super) struct Network {
     pub(super) port_security: bool,
     /// For a `vxlan` or `gre` network: its tunnel and VTEPs.
     pub(super) overlay: Option<super::overlay::Overlay>,
+    /// What it was made from (saved for the next daemon).
+    pub(super) spec: NetworkSpec,
+    /// Static MAC entries `fdb add` made: (MAC, VTEP).
+    pub(super) statics: Vec<(MacAddr, std::net::Ipv4Addr)>,
 }
 
 impl Engine {
@@ -91,6 +95,8 @@ impl Engine {
                 icc: spec.icc.unwrap_or(true),
                 port_security: spec.port_security,
                 overlay: None,
+                spec: spec.clone(),
+                statics: Vec::new(),
             },
         );
         let res = self.dp.add_network(net, fdb, self.net_config(name)).map_err(EngineError::from).and_then(|()| {

@@ -86,7 +86,8 @@ impl View {
             | Request::ContainerCreate(_)
             | Request::ContainerRm { .. }
             | Request::FdbAdd { .. }
-            | Request::FdbDel { .. } => return None,
+            | Request::FdbDel { .. }
+            | Request::Shutdown { .. } => return None,
         })
     }
 

@@ -1,6 +1,13 @@
 //! The TAP ioctl layer, and nothing else: open `/dev/net/tun` queues as
 //! `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE`, size the virtio-net
-//! header, enable offloads, and read/write frames on one queue.
+//! header, enable offloads, make a device persistent (`TUNSETPERSIST`) and
+//! read/write frames on one queue.
+//!
+//! A persistent TAP outlives its queues: with none attached it keeps its
+//! addresses and routes, loses its carrier and drops what the stack sends
+//! it. Opening queues on its name again ([`open_multiqueue`], same flags)
+//! attaches them and brings the carrier back. It still goes with its
+//! namespace.
 //!
 //! Setup policy (which name, how many queues, which namespace) belongs to the
 //! control plane; the per-queue read/write are the only system calls on the
@@ -9,7 +16,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{check_ifname, InvalidIfname};
 use crate::wire::VNET_HDR_LEN;
@@ -19,6 +26,7 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 
 const IFF_TAP: u16 = 0x0002;
 const IFF_MULTI_QUEUE: u16 = 0x0100;
@@ -146,7 +154,9 @@ fn open_tun() -> Result<OwnedFd, TapError> {
 
 /// Open (creating it if needed) the TAP device `name` with `queues` queues,
 /// each non-blocking, with a 10-byte virtio-net header and `offloads`
-/// enabled. The device lives as long as one of the returned fds is open.
+/// enabled. The device lives as long as one of the returned fds is open,
+/// unless it is persistent ([`set_persist`]). On an existing persistent
+/// device with no queue attached this re-attaches `queues` new queues.
 pub fn open_multiqueue(name: &str, queues: usize, offloads: u32) -> Result<Vec<TapQueue>, TapError> {
     check_ifname(name)?;
     if queues == 0 {
@@ -177,6 +187,24 @@ pub fn open_multiqueue(name: &str, queues: usize, offloads: u32) -> Result<Vec<T
         out.push(TapQueue { fd });
     }
     Ok(out)
+}
+
+/// Make the TAP device that queue `fd` is attached to persistent (it then
+/// outlives its queues) or not (it goes when its last queue closes).
+pub fn set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: fd is open for the duration of the call; TUNSETPERSIST takes
+    // its argument by value (a TUN fd not attached to a device fails with
+    // EBADFD, any other fd with ENOTTY/EINVAL).
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST, libc::c_ulong::from(on)) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl AsFd for TapQueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +246,32 @@ mod tests {
             // The device lives only as long as its queues.
             // SAFETY: as above.
             assert_eq!(unsafe { libc::if_nametoindex(c"tntest0".as_ptr()) }, 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs root and /dev/net/tun: creates a TAP device"]
+    fn a_persistent_tap_outlives_its_queues_and_reattaches() {
+        std::thread::spawn(|| {
+            // SAFETY: unshare only affects this thread, which ends below.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let exists = || {
+                // SAFETY: a valid NUL-terminated name, looked up in this
+                // thread's private namespace.
+                unsafe { libc::if_nametoindex(c"tnpersist0".as_ptr()) != 0 }
+            };
+            let qs = open_multiqueue("tnpersist0", 2, DEFAULT_OFFLOADS).unwrap();
+            set_persist(qs[0].as_fd(), true).unwrap();
+            drop(qs);
+            assert!(exists(), "a persistent TAP stays without queues");
+            // Re-attach another number of queues (a daemon with other --workers).
+            let qs = open_multiqueue("tnpersist0", 3, DEFAULT_OFFLOADS).unwrap();
+            assert_eq!(qs.len(), 3);
+            set_persist(qs[1].as_fd(), false).unwrap();
+            drop(qs);
+            assert!(!exists(), "not persistent any more: it goes with its last queue");
         })
         .join()
         .unwrap();
