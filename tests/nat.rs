@@ -38,7 +38,17 @@ fn tcp_exchange(
     client_ns: &str,
     target: SocketAddrV4,
 ) -> Result<SocketAddr, String> {
-    let listener = in_ns(server_ns, || TcpListener::bind(bind)).map_err(|e| format!("bind {bind}: {e}"))?;
+    // The previous exchange on the same address may still hold it for a
+    // moment (its sockets closing): bind again for up to 3 s.
+    let t0 = Instant::now();
+    let listener = loop {
+        match in_ns(server_ns, || TcpListener::bind(bind)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && t0.elapsed() < Duration::from_secs(3) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            r => break r.map_err(|e| format!("bind {bind}: {e}"))?,
+        }
+    };
     listener.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || -> Result<SocketAddr, String> {
         let t0 = Instant::now();
