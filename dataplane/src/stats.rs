@@ -111,6 +111,8 @@ reasons! {
         ConntrackInvalid => "conntrack_invalid",
         /// No free NAT port (or ICMP identifier) for a new flow.
         NatPortsExhausted => "nat_ports_exhausted",
+        /// A new flow's translated tuple already belongs to another live flow.
+        NatTupleInUse => "nat_tuple_in_use",
         /// A protocol NAT does not translate (not TCP, UDP or ICMP echo/errors).
         NatUnsupported => "nat_unsupported",
         /// An IPv4 fragment at the NAT (tapnet does not reassemble).

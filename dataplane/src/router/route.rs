@@ -312,7 +312,7 @@ impl Router {
                 Ok(e.target(nat::Dir::Original))
             }
             Err(ConntrackError::Full) => Err(Action::Drop(DropReason::ConntrackFull)),
-            Err(ConntrackError::Exists) => Err(Action::Drop(DropReason::NatPortsExhausted)),
+            Err(ConntrackError::Exists) => Err(Action::Drop(DropReason::NatTupleInUse)),
             Err(_) => Err(Action::Drop(DropReason::ConntrackInvalid)),
         }
     }
