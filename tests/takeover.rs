@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -174,7 +175,7 @@ fn a_tcp_transfer_crosses_a_takeover_without_a_reset() {
 
 #[test]
 #[ignore = "needs root: a daemon with real namespaces and TAP devices"]
-fn takeover_without_a_daemon_or_with_other_workers_is_refused() {
+fn takeover_refused_or_abandoned_leaves_the_old_daemon_serving() {
     // No daemon: one line, non-zero, nothing made.
     let h0 = Host::new("tn");
     let out = h0.daemon_cmd(&["--takeover", "--workers", "2", "--no-pin"]).output().unwrap();
@@ -199,6 +200,23 @@ fn takeover_without_a_daemon_or_with_other_workers_is_refused() {
     assert!(!out.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("--workers 2"), "{err}");
+    assert_eq!(containers(&h), before);
+    // A new daemon that goes away after it got everything, before `ready`:
+    // the old one keeps running and takes changes again.
+    let mut c = std::os::unix::net::UnixStream::connect(&h.socket).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"{\"op\":\"takeover\",\"workers\":2}\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains(&b'\n') {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&got).into_owned();
+    assert!(answer.starts_with("{\"ok\":true"), "{answer}");
+    assert!(answer.contains("\"fds\":6"), "lock, listener and 2 x 2 queues: {answer}");
+    drop(c);
     assert_eq!(containers(&h), before);
     h.network("n2", "10.183.1.0/24", &[]);
     assert!(ping(&a, &ip_b, 1), "{a} cannot ping {b} after the refusal");

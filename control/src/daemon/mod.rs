@@ -11,6 +11,9 @@
 //! `kill -9` or `--keep`, the containers forward again as soon as it runs.
 //! It first undoes or finishes a change a crash interrupted. A state file
 //! it cannot read stops it with an error before it touches anything.
+//! `--takeover` starts a daemon in place of a running one without
+//! stopping the traffic: it receives the old one's descriptors over the
+//! API socket (`takeover.rs`).
 //! Connection tracking is not saved: NAT'd flows through the uplink do not
 //! survive a restart (bridged and routed flows between containers do).
 //!
@@ -27,7 +30,8 @@
 //! the daemon's network namespace), `state.rs` (the published view, the
 //! state directory and crash recovery), `limits.rs` (the API's limits and
 //! file descriptors), `server.rs` (the API socket), `work.rs` (the engine
-//! and reader threads); this file starts and stops the daemon.
+//! and reader threads), `takeover.rs` (live takeover); this file starts
+//! and stops the daemon.
 
 use std::io;
 use std::path::{Path, PathBuf};

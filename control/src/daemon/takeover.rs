@@ -27,6 +27,11 @@
 //!    the state is the new daemon's now). Its queues close; the new
 //!    daemon's keep the TAPs' queues attached.
 //!
+//! Both daemons accept on the listener until the old one exits (a few
+//! tens of ms after `ready`): a client the old one accepts then, or whose
+//! change was queued behind the takeover, is told `the daemon is shutting
+//! down` and may retry.
+//!
 //! If the new daemon closes the connection or says anything else than
 //! `ready` within [`READY_TIMEOUT`], the old daemon keeps running and takes
 //! changes again.
