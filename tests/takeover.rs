@@ -223,3 +223,30 @@ fn takeover_refused_or_abandoned_leaves_the_old_daemon_serving() {
     let st = h.stop(libc::SIGTERM).unwrap();
     assert!(st.success());
 }
+
+#[test]
+#[ignore = "needs root: a daemon with an uplink, real namespaces and TAP devices"]
+fn a_daemon_with_an_uplink_is_not_taken_over() {
+    let mut h = Host::new("tl");
+    let o = Outside::new(&h, "10.250.9");
+    let mut args: Vec<String> = ARGS.iter().map(|s| s.to_string()).collect();
+    args.extend(o.daemon_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    h.spawn(&args);
+    h.network("n1", "10.184.0.0/24", &[]);
+    let a = h.name("a");
+    h.container(&a, "n1");
+    let before = containers(&h);
+    let out = h.daemon_cmd(&["--takeover", "--workers", "2", "--no-pin"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("uplink cannot be taken over"), "{err}");
+    assert_eq!(containers(&h), before);
+    assert!(ping(&a, &o.ip(), 1), "{a} cannot reach the outside after the refusal");
+    // The new daemon cannot bring an uplink along either.
+    let out = h.daemon_cmd(&["--takeover", "--uplink", "up0", "--uplink-ip", "10.250.9.2/24"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let st = h.stop(libc::SIGTERM).unwrap();
+    assert!(st.success());
+}
