@@ -64,6 +64,11 @@ fn takeover_under_a_1ms_udp_stream_loses_less_than_100ms() {
     let (ip_a, _) = h.container(&a, "n1");
     let (ip_b, _) = h.container(&b, "n1");
     assert!(ping(&a, &ip_b, 1), "{a} cannot ping {b}");
+    // A container silent from here on: the new daemon knows its MAC only
+    // if the old one handed its learned MACs over.
+    let s = h.name("s");
+    let (_, mac_s) = h.container(&s, "n1");
+    assert!(ping(&s, &ip_b, 1), "{s} cannot ping {b}");
     let before = containers(&h);
     let devices = namespaces_and_taps(&h);
     let ia: Ipv4Addr = ip_a.parse().unwrap();
@@ -121,6 +126,8 @@ fn takeover_under_a_1ms_udp_stream_loses_less_than_100ms() {
     assert_ne!(h.pid(), old_pid);
     // SAFETY: kill with signal 0 only checks for the process.
     assert_ne!(unsafe { libc::kill(old_pid as i32, 0) }, 0, "the old daemon still runs");
+    let fdb = h.fdb("n1");
+    assert!(fdb.iter().any(|(m, _)| *m == mac_s), "the silent container's MAC was not handed over: {fdb:?}");
     assert_eq!(containers(&h), before, "the new daemon lists other containers");
     assert_eq!(namespaces_and_taps(&h), devices, "namespaces or TAPs changed");
     // The new daemon makes changes and forwards.
@@ -193,7 +200,8 @@ fn takeover_refused_or_abandoned_leaves_the_old_daemon_serving() {
     h.network("n1", "10.183.0.0/24", &[]);
     let (a, b) = (h.name("a"), h.name("b"));
     h.container(&a, "n1");
-    let (ip_b, _) = h.container(&b, "n1");
+    let (ip_b, mac_b) = h.container(&b, "n1");
+    assert!(ping(&a, &ip_b, 1), "{a} cannot ping {b}");
     let before = containers(&h);
     let out = h.daemon_cmd(&["--takeover", "--workers", "1", "--no-pin"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -216,6 +224,7 @@ fn takeover_refused_or_abandoned_leaves_the_old_daemon_serving() {
     let answer = String::from_utf8_lossy(&got).into_owned();
     assert!(answer.starts_with("{\"ok\":true"), "{answer}");
     assert!(answer.contains("\"fds\":6"), "lock, listener and 2 x 2 queues: {answer}");
+    assert!(answer.contains(&format!("[\"{mac_b}\",")), "{b}'s learned MAC is not in the answer: {answer}");
     drop(c);
     assert_eq!(containers(&h), before);
     h.network("n2", "10.183.1.0/24", &[]);

@@ -133,7 +133,7 @@ pub struct DaemonArgs {
     /// --state-dir (e.g. after an upgrade): receive its TAP queue
     /// descriptors, lock and API listener over the socket, start, then let
     /// it exit, leaving everything in place. Forwarding does not stop;
-    /// MAC tables are relearned. --workers must match the running
+    /// learned MACs are handed over too. --workers must match the running
     /// daemon's. A daemon with an uplink or overlay networks cannot be
     /// taken over (their sockets are not passed on): use `tapnet shutdown
     /// --keep` and start the new daemon instead.

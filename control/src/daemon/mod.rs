@@ -186,8 +186,9 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     let (replies, replies_rx) =
         work::Replies::new(server::Server::waker(&poll).map_err(ioe("create waker", Path::new("API")))?);
     if let Some(t) = &taken {
+        let macs = engine.import_learned(&t.handover.macs);
         eprintln!(
-            "tapnet: taking over {} networks and {} containers from the daemon with pid {}",
+            "tapnet: taking over {} networks, {} containers and {macs} learned MACs from the daemon with pid {}",
             engine.saved().networks.len(),
             engine.saved().containers.len(),
             t.handover.pid

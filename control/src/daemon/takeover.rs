@@ -10,8 +10,8 @@
 //!    uplink or overlay networks (their sockets are not passed on). Else
 //!    it saves `state.json` and answers `{"ok":true,"data":HANDOVER}`
 //!    ([`Handover`]: its pid, the workers, the whole saved state, each
-//!    endpoint's container, interface, port and queue count, and the
-//!    number of descriptors that follow), then sends duplicates of the
+//!    endpoint's container, interface, port and queue count, the number
+//!    of descriptors that follow, and the learned MAC entries), then sends duplicates of the
 //!    descriptors with `SCM_RIGHTS`, at most [`MAX_FDS`] per message (one
 //!    byte `F` each): the state directory's lock (an `flock` goes with its
 //!    open file), the API socket's listener, then every endpoint's queues
@@ -36,9 +36,11 @@
 //! `ready` within [`READY_TIMEOUT`], the old daemon keeps running and takes
 //! changes again.
 //!
-//! Not handed over: MAC tables (relearned: the first frames to a MAC are
-//! flooded) and connection tracking (there is none to lose without an
-//! uplink, which is refused).
+//! The learned MAC entries go in the answer too (`macs`), and the new
+//! daemon learns them before it forwards (their age starts again); MACs
+//! learned by the old daemon after its answer are learned again by the
+//! new one from the next frame. Not handed over: connection tracking
+//! (there is none to lose without an uplink, which is refused).
 //!
 //! [`Engine::restore_handed`]: crate::engine::Engine::restore_handed
 
@@ -92,6 +94,9 @@ pub struct Handover {
     pub endpoints: Vec<HandedEndpoint>,
     /// Descriptors sent after this line: lock, listener, then the queues.
     pub fds: usize,
+    /// The learned MAC entries of each network: (network, [(MAC, port)]).
+    #[serde(default)]
+    pub macs: Vec<(String, Vec<(String, u16)>)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,7 +241,8 @@ pub(super) fn give(
         .collect();
     let mut fds = vec![lock, listener];
     fds.extend(queues.iter().flat_map(|(_, _, q)| q.iter().map(|f| f.as_fd())));
-    let h = Handover { pid: std::process::id(), workers, saved, endpoints, fds: fds.len() };
+    let macs = engine.learned_macs();
+    let h = Handover { pid: std::process::id(), workers, saved, endpoints, fds: fds.len(), macs };
     let value = serde_json::to_value(&h).map_err(|e| e.to_string())?;
     // The server's connection is non-blocking (the same open file): block
     // here, with a timeout, and give it back as it was.

@@ -206,6 +206,48 @@ impl Engine {
         Ok(out)
     }
 
+    /// The MACs learned on every network, for a new daemon taking this one
+    /// over: (network, [(MAC, port)]), sorted.
+    pub fn learned_macs(&self) -> Vec<(String, Vec<(String, u16)>)> {
+        let now = self.dp.now_ms();
+        let mut v: Vec<(String, Vec<(String, u16)>)> = self
+            .networks
+            .iter()
+            .map(|(name, n)| {
+                let learned = n.fdb.entries(now).into_iter().filter(|e| !e.is_static);
+                (name.clone(), learned.map(|e| (e.mac.to_string(), e.port)).collect())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Learn the MACs a daemon taken over had learned (their age starts
+    /// again); an entry for a port that is not one of the network's
+    /// container ports here is skipped. Returns how many were learned.
+    pub fn import_learned(&self, learned: &[(String, Vec<(String, u16)>)]) -> usize {
+        let now = self.dp.now_ms();
+        let mut n = 0;
+        for (net, entries) in learned {
+            let Some(network) = self.networks.get(net) else { continue };
+            let ports: Vec<u16> = self
+                .containers
+                .values()
+                .flat_map(|c| &c.endpoints)
+                .filter(|e| &e.network == net)
+                .map(|e| e.port)
+                .collect();
+            for (mac, port) in entries {
+                let Ok(mac) = mac.parse::<MacAddr>() else { continue };
+                if ports.contains(port) {
+                    network.fdb.learn(mac, *port, now);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// Start an engine (dataplane, uplink) and adopt the networks and
     /// containers of `saved`. Fails, having only made networks in its own
     /// dataplane (which go with it), if a network cannot be made again.
