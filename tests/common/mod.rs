@@ -75,6 +75,48 @@ impl Host {
         Host { prefix, hostns, socket, state, child: None }
     }
 
+    /// `tapnet daemon` on this host's namespace, socket and state, with
+    /// `extra` arguments (not started).
+    pub fn daemon_cmd(&self, extra: &[&str]) -> Command {
+        let mut args = vec![
+            "daemon".to_string(),
+            "--netns".into(),
+            self.hostns.clone(),
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--state-dir".into(),
+            self.state.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut c = Command::new(tapnet_bin());
+        c.args(&args);
+        c
+    }
+
+    /// `tapnet daemon --takeover` with `extra`: the new daemon becomes this
+    /// host's daemon; returns the old one's exit status (None if it did
+    /// not exit within 20 s: it is killed) and how long after the new
+    /// daemon's start the old one exited.
+    pub fn takeover(&mut self, extra: &[&str]) -> (Option<std::process::ExitStatus>, Duration) {
+        let mut old = self.child.take().expect("a daemon to take over from");
+        let mut args = vec!["--takeover"];
+        args.extend_from_slice(extra);
+        let t0 = Instant::now();
+        let new = self.daemon_cmd(&args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        self.child = Some(new);
+        loop {
+            if let Ok(Some(st)) = old.try_wait() {
+                return (Some(st), t0.elapsed());
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = old.kill();
+                let _ = old.wait();
+                return (None, t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// (Re)start the daemon process on this host's socket and state.
     pub fn spawn(&mut self, extra: &[&str]) {
         let mut args = vec![

@@ -30,6 +30,7 @@
 //! | `overlay_check` | `network` |
 //! | `stats`, `conntrack` | |
 //! | `shutdown` | `keep`? (default false: remove everything, as SIGTERM; true: leave every container for the next daemon) |
+//! | `takeover` | `workers` (the new daemon's): hand everything to a new daemon (`tapnet daemon --takeover`); the answer is followed by descriptors (SCM_RIGHTS) and waits for `ready`, see `daemon/takeover.rs` |
 //!
 //! For example `{"op":"container_create","name":"web","network":"front"}`.
 //!

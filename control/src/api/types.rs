@@ -67,6 +67,11 @@ pub enum Request {
         #[serde(default)]
         keep: bool,
     },
+    /// Hand everything to a new daemon (`tapnet daemon --takeover`), which
+    /// runs `workers` workers: see `daemon/takeover.rs`.
+    Takeover {
+        workers: usize,
+    },
 }
 
 impl Request {
@@ -91,7 +96,8 @@ impl Request {
             | Request::NetworkDisconnect { .. }
             | Request::ContainerCreate(_)
             | Request::ContainerRm { .. }
-            | Request::Shutdown { .. } => false,
+            | Request::Shutdown { .. }
+            | Request::Takeover { .. } => false,
         }
     }
 }

@@ -129,6 +129,16 @@ pub struct DaemonArgs {
     /// live-restore. Without it they are all removed.
     #[arg(long)]
     pub keep: bool,
+    /// Take over, live, from the daemon running on the same --socket and
+    /// --state-dir (e.g. after an upgrade): receive its TAP queue
+    /// descriptors, lock and API listener over the socket, start, then let
+    /// it exit, leaving everything in place. Forwarding does not stop;
+    /// learned MACs are handed over too. --workers must match the running
+    /// daemon's. A daemon with an uplink or overlay networks cannot be
+    /// taken over (their sockets are not passed on): use `tapnet shutdown
+    /// --keep` and start the new daemon instead.
+    #[arg(long, conflicts_with = "uplink")]
+    pub takeover: bool,
     /// Default MAC table bound per network.
     #[arg(long, default_value_t = dataplane::bridge::fdb::DEFAULT_CAPACITY)]
     pub fdb_max: usize,
@@ -337,6 +347,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 netns: a.netns,
                 engine,
                 keep: a.keep,
+                takeover: a.takeover,
             };
             crate::daemon::run(opts).map_err(|e| e.to_string())
         }

@@ -11,6 +11,9 @@
 //! `kill -9` or `--keep`, the containers forward again as soon as it runs.
 //! It first undoes or finishes a change a crash interrupted. A state file
 //! it cannot read stops it with an error before it touches anything.
+//! `--takeover` starts a daemon in place of a running one without
+//! stopping the traffic: it receives the old one's descriptors over the
+//! API socket (`takeover.rs`).
 //! Connection tracking is not saved: NAT'd flows through the uplink do not
 //! survive a restart (bridged and routed flows between containers do).
 //!
@@ -27,7 +30,8 @@
 //! the daemon's network namespace), `state.rs` (the published view, the
 //! state directory and crash recovery), `limits.rs` (the API's limits and
 //! file descriptors), `server.rs` (the API socket), `work.rs` (the engine
-//! and reader threads); this file starts and stops the daemon.
+//! and reader threads), `takeover.rs` (live takeover); this file starts
+//! and stops the daemon.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,6 +48,7 @@ pub mod limits;
 mod namespaces;
 mod server;
 mod state;
+pub mod takeover;
 mod work;
 
 use state::Shared;
@@ -73,6 +78,9 @@ pub enum DaemonError {
     /// The state file cannot be adopted; nothing was touched.
     #[error("state file {0}: {1}; nothing was changed (move it away to start afresh)")]
     BadState(String, String),
+    /// `--takeover` failed; the running daemon, if any, keeps running.
+    #[error(transparent)]
+    Takeover(#[from] takeover::TakeoverError),
     /// Saved published ports, and no uplink to publish them on.
     #[error("the saved state has published ports: start the daemon with the uplink it had (--uplink IFACE --uplink-ip A.B.C.D/LEN)")]
     NeedsUplink,
@@ -93,6 +101,9 @@ pub struct DaemonOpts {
     /// On SIGTERM/SIGINT (or a dead worker), leave every container in
     /// place for the next daemon instead of removing it.
     pub keep: bool,
+    /// Take over from the daemon running on `socket` (live, with its
+    /// descriptors) instead of starting afresh.
+    pub takeover: bool,
 }
 
 /// Why the daemon stops.
@@ -104,6 +115,8 @@ pub(crate) enum Stop {
         keep: bool,
     },
     Worker(WorkerExit),
+    /// A new daemon has taken over.
+    Takeover,
     /// The API server's thread ended (it only ends by a panic).
     Api(String),
 }
@@ -126,22 +139,41 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     let reserve = server::reserve_fd();
     namespaces::enter(opts.netns.as_deref())?;
     let nofile = limits::raise_nofile().map_err(ioe("raise RLIMIT_NOFILE", Path::new("-")))?;
-    let _lock = state::lock_dir(&opts.state_dir)?;
     let store = state::Store::new(&opts.state_dir);
-    let mut saved = store.load()?;
-    if saved.has_published_ports() && opts.engine.uplink.is_none() {
-        return Err(DaemonError::NeedsUplink);
-    }
-    state::recover_legacy(&opts.state_dir);
+    let mut taken = None;
+    let (_lock, listener, saved) = if opts.takeover {
+        let t = takeover::take(&opts.socket, opts.engine.workers)?;
+        let saved = t.handover.saved.clone();
+        let (lock, listener) = (t.lock.try_clone(), t.listener.try_clone());
+        let (lock, listener) =
+            (lock.map_err(ioe("dup", &opts.state_dir))?, listener.map_err(ioe("dup", &opts.socket))?);
+        taken = Some(t);
+        (lock, listener, saved)
+    } else {
+        let lock = state::lock_dir(&opts.state_dir)?;
+        let mut saved = store.load()?;
+        if saved.has_published_ports() && opts.engine.uplink.is_none() {
+            return Err(DaemonError::NeedsUplink);
+        }
+        state::recover_legacy(&opts.state_dir);
+        let listener = server::bind(&opts.socket)?;
+        state::settle(&mut saved);
+        (lock, listener, saved)
+    };
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ioe("install signal handlers", Path::new("-")))?;
-    let listener = server::bind(&opts.socket)?;
-    state::settle(&mut saved);
     let adopt = !saved.networks.is_empty() || !saved.containers.is_empty();
-    let made = if adopt { Engine::restore(opts.engine.clone(), &saved) } else { Engine::new(opts.engine.clone()) };
+    let made = match taken.as_mut() {
+        Some(t) => Engine::restore_handed(opts.engine.clone(), &saved, std::mem::take(&mut t.queues)),
+        None if adopt => Engine::restore(opts.engine.clone(), &saved),
+        None => Engine::new(opts.engine.clone()),
+    };
     let engine = match made {
         Ok(e) => e,
         Err(e) => {
-            let _ = std::fs::remove_file(&opts.socket);
+            // The socket is the running daemon's, which keeps running.
+            if taken.is_none() {
+                let _ = std::fs::remove_file(&opts.socket);
+            }
             return Err(e.into());
         }
     };
@@ -153,7 +185,15 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     let poll = mio::Poll::new().map_err(ioe("create poller", Path::new("API")))?;
     let (replies, replies_rx) =
         work::Replies::new(server::Server::waker(&poll).map_err(ioe("create waker", Path::new("API")))?);
-    if adopt {
+    if let Some(t) = &taken {
+        let macs = engine.import_learned(&t.handover.macs);
+        eprintln!(
+            "tapnet: taking over {} networks, {} containers and {macs} learned MACs from the daemon with pid {}",
+            engine.saved().networks.len(),
+            engine.saved().containers.len(),
+            t.handover.pid
+        );
+    } else if adopt {
         eprintln!(
             "tapnet: adopted {} networks and {} containers from {}",
             engine.saved().networks.len(),
@@ -164,8 +204,13 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     // What could not be adopted is gone from the state, as is the intent.
     store.save_or_log(&engine.saved());
     let (stop_tx, stops) = crossbeam_channel::bounded(4);
-    let threads =
-        work::start(engine, shared.clone(), store, replies, limits::READERS, stop_tx.clone()).map_err(spawn_err)?;
+    // Duplicates for a new daemon that takes this one over.
+    let handoff = match (_lock.try_clone(), listener.try_clone()) {
+        (Ok(lock), Ok(l)) => Some(work::Handoff { lock: lock.into(), listener: l.into() }),
+        _ => None,
+    };
+    let threads = work::start(engine, shared.clone(), store, replies, limits::READERS, stop_tx.clone(), handoff)
+        .map_err(spawn_err)?;
     let srv = server::Server::new(
         server::Limits::DAEMON,
         listener,
@@ -207,9 +252,18 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
         std::process::id(),
         limits::max_ports(nofile, workers, opts.engine.uplink.is_some()),
     );
+    if let Some(t) = taken {
+        // The old daemon exits once it has read this; if it has gone
+        // already, there is nothing to tell.
+        if let Err(e) = t.ready() {
+            eprintln!("tapnet: telling the old daemon (pid {}) to go: {e}", t.handover.pid);
+        }
+        eprintln!("tapnet: took over from the daemon with pid {}", t.handover.pid);
+    }
     let stop = wait_for_stop(&stops, &exits);
     let keep = match stop {
         Stop::Request { keep } => keep,
+        Stop::Takeover => true,
         _ => opts.keep,
     };
     let what = if keep {
@@ -220,6 +274,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     match &stop {
         Stop::Signal(sig) => eprintln!("tapnet: signal {sig}, {what}"),
         Stop::Request { .. } => eprintln!("tapnet: shutdown requested, {what}"),
+        Stop::Takeover => eprintln!("tapnet: a new daemon has taken over; exiting, leaving everything to it"),
         Stop::Worker(e) => eprintln!("tapnet: {e}; {what}"),
         Stop::Api(why) => eprintln!("tapnet: the API server stopped ({why}); {what}"),
     }
@@ -227,9 +282,12 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     for e in threads.stop(keep) {
         eprintln!("tapnet: teardown: {e}");
     }
-    let _ = std::fs::remove_file(&opts.socket);
+    // After a takeover the socket is the new daemon's.
+    if stop != Stop::Takeover {
+        let _ = std::fs::remove_file(&opts.socket);
+    }
     match stop {
-        Stop::Signal(_) | Stop::Request { .. } => Ok(()),
+        Stop::Signal(_) | Stop::Request { .. } | Stop::Takeover => Ok(()),
         Stop::Worker(e) => Err(DaemonError::WorkerDied(e)),
         Stop::Api(why) => Err(DaemonError::ApiDied(why)),
     }

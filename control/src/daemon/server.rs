@@ -41,6 +41,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
@@ -539,7 +540,16 @@ impl Server {
             self.idle.remove(&c.lru);
             c.lru = 0;
         }
-        self.dispatch.send(Job { conn: ConnRef { slot, gen: c.gen }, req });
+        // A takeover passes descriptors on the connection itself, from
+        // the engine thread: it gets a duplicate (this thread reads and
+        // writes nothing on it until the reply, as for any request).
+        let stream = match req {
+            crate::api::Request::Takeover { .. } => {
+                c.stream.as_fd().try_clone_to_owned().ok().map(std::os::unix::net::UnixStream::from)
+            }
+            _ => None,
+        };
+        self.dispatch.send(Job { conn: ConnRef { slot, gen: c.gen }, req, stream });
     }
 
     fn answer_here(&mut self, slot: usize, r: Result<serde_json::Value, String>) {
@@ -594,7 +604,8 @@ mod tests {
             let (replies, rx) = Replies::new(Server::waker(&poll).unwrap());
             let stops = crossbeam_channel::unbounded().0;
             let threads =
-                work::start(engine, shared.clone(), super::super::state::Store::new(&dir), replies, 1, stops).unwrap();
+                work::start(engine, shared.clone(), super::super::state::Store::new(&dir), replies, 1, stops, None)
+                    .unwrap();
             let srv =
                 Server::new(limits, listener, reserve_fd(), shared.clone(), threads.dispatch(), rx, poll).unwrap();
             std::thread::spawn(move || srv.run());

@@ -12,6 +12,7 @@
 //! (`--keep`) leaves it for the next daemon.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -41,6 +42,15 @@ pub(super) struct ConnRef {
 pub(super) struct Job {
     pub(super) conn: ConnRef,
     pub(super) req: Request,
+    /// A `takeover`'s connection (a duplicate of the server's), which the
+    /// engine thread uses itself to pass descriptors.
+    pub(super) stream: Option<std::os::unix::net::UnixStream>,
+}
+
+/// Duplicates of the daemon's lock and listener, for a takeover.
+pub(super) struct Handoff {
+    pub(super) lock: std::os::fd::OwnedFd,
+    pub(super) listener: std::os::fd::OwnedFd,
 }
 
 /// The way back to the server thread.
@@ -113,13 +123,14 @@ pub(super) fn start(
     replies: Replies,
     readers: usize,
     stops: Sender<Stop>,
+    handoff: Option<Handoff>,
 ) -> io::Result<Workers> {
     let (etx, erx) = unbounded();
     let (rtx, rrx) = unbounded();
     let (s, r) = (shared.clone(), replies.clone());
     let engine = std::thread::Builder::new()
         .name("tapnet-engine".into())
-        .spawn(move || engine_loop(engine, erx, &s, &store, &r, &stops))?;
+        .spawn(move || engine_loop(engine, erx, &s, &store, &r, &stops, handoff.as_ref()))?;
     let mut handles = Vec::with_capacity(readers);
     for i in 0..readers {
         let (rx, s, r) = (rrx.clone(), shared.clone(), replies.clone());
@@ -160,8 +171,12 @@ fn engine_loop(
     store: &Store,
     replies: &Replies,
     stops: &Sender<Stop>,
+    handoff: Option<&Handoff>,
 ) {
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
+    // Handed over to a new daemon: change nothing, save nothing (the state
+    // file is the new daemon's).
+    let mut handed_over = false;
     loop {
         let msg = match rx.recv_timeout(next_sweep.saturating_duration_since(Instant::now())) {
             Ok(m) => m,
@@ -174,7 +189,9 @@ fn engine_loop(
             // thread with `Stop` otherwise): leave the containers, which
             // may have been adopted, as a crash would.
             Err(RecvTimeoutError::Disconnected) => {
-                store.save_or_log(&engine.saved());
+                if !handed_over {
+                    store.save_or_log(&engine.saved());
+                }
                 for e in engine.release() {
                     eprintln!("tapnet: {e}");
                 }
@@ -184,8 +201,26 @@ fn engine_loop(
         match msg {
             ToEngine::Job(job) => {
                 let job = *job;
-                let r = if shared.stopping() {
+                let r = if shared.stopping() || handed_over {
                     Err(SHUTTING_DOWN.to_string())
+                } else if let Request::Takeover { workers } = job.req {
+                    let given = match (job.stream, handoff) {
+                        (Some(conn), Some(h)) => {
+                            super::takeover::give(&engine, store, conn, workers, h.lock.as_fd(), h.listener.as_fd())
+                        }
+                        _ => Err("this daemon cannot hand over its descriptors".into()),
+                    };
+                    match given {
+                        Ok(()) => {
+                            handed_over = true;
+                            let _ = stops.send(Stop::Takeover);
+                            Ok(serde_json::Value::String("handed over".into()))
+                        }
+                        Err(e) => {
+                            eprintln!("tapnet: takeover not done: {e}; still serving");
+                            Err(e)
+                        }
+                    }
                 } else if let Request::Shutdown { keep } = job.req {
                     // The main thread stops the daemon once this is answered.
                     let _ = stops.send(Stop::Request { keep });
@@ -217,7 +252,9 @@ fn engine_loop(
                 while let Ok(ToEngine::Job(j)) = rx.try_recv() {
                     replies.send(j.conn, reply_line(Err(SHUTTING_DOWN.into())));
                 }
-                let errs = if keep {
+                let errs = if handed_over {
+                    engine.release()
+                } else if keep {
                     // The state file already describes everything.
                     store.save_or_log(&engine.saved());
                     engine.release()

@@ -57,7 +57,7 @@ mod view;
 use container::Container;
 use ids::IdPool;
 use network::Network;
-pub use saved::{Intent, Saved, SavedContainer, SavedEndpoint, SavedNetwork, STATE_VERSION};
+pub use saved::{HandedQueues, Intent, Saved, SavedContainer, SavedEndpoint, SavedNetwork, STATE_VERSION};
 pub use uplink::{macvlan_name, parse_cidr_host, UplinkMode, UplinkOpts};
 use view::Published;
 pub use view::View;
@@ -342,6 +342,7 @@ impl Engine {
             Request::FdbAdd { network, mac, vtep } => to_value(&self.fdb_add(&network, &mac, &vtep)?),
             Request::FdbDel { network, mac } => to_value(&self.fdb_del(&network, &mac)?),
             Request::Shutdown { .. } => return Err(EngineError::Unsupported("shutdown is served by the daemon")),
+            Request::Takeover { .. } => return Err(EngineError::Unsupported("takeover is served by the daemon")),
             Request::Version {}
             | Request::NetworkLs {}
             | Request::NetworkInspect { .. }

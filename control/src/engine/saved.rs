@@ -10,8 +10,11 @@
 //! What cannot be adopted is dropped with a log line: a container whose
 //! namespace has gone, an endpoint whose TAP has gone.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::os::fd::{FromRawFd, OwnedFd};
 
+use dataplane::port::tap::TapQueue;
 use dataplane::port::PortQueue;
 use dataplane::router::L4;
 use dataplane::wire::MacAddr;
@@ -96,6 +99,10 @@ pub enum Intent {
     NetworkConnect { container: String, network: String },
 }
 
+/// TAP queue descriptors a daemon being taken over handed to this one, by
+/// (container, interface name): one per worker, queue `i` for worker `i`.
+pub type HandedQueues = HashMap<(String, String), Vec<OwnedFd>>;
+
 impl Saved {
     /// Published ports, which only a daemon with an uplink can restore.
     pub fn has_published_ports(&self) -> bool {
@@ -159,10 +166,104 @@ impl Engine {
         Saved { version: STATE_VERSION, networks, containers, intent: None }
     }
 
+    /// Why this engine cannot be handed to a new daemon, if it cannot:
+    /// the uplink's AF_PACKET sockets and the overlays' tunnel sockets are
+    /// not passed on (yet).
+    pub fn takeover_blocker(&self) -> Option<&'static str> {
+        if self.uplink.is_some() {
+            Some("a daemon with an uplink cannot be taken over (its sockets are not passed on); use `tapnet shutdown --keep` and start the new daemon")
+        } else if self.networks.values().any(|n| n.overlay.is_some()) {
+            Some("a daemon with overlay networks cannot be taken over (their sockets are not passed on); use `tapnet shutdown --keep` and start the new daemon")
+        } else {
+            None
+        }
+    }
+
+    /// Duplicates of every endpoint's queue descriptors, for a new daemon
+    /// taking this one over: (container, interface name, queues), in the
+    /// order of [`Engine::saved`]. The dataplane keeps its own.
+    pub fn handover_queues(&self) -> std::io::Result<Vec<(String, String, Vec<OwnedFd>)>> {
+        let mut names: Vec<&String> = self.containers.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            for ep in &self.containers[name].endpoints {
+                let mut fds = Vec::with_capacity(ep.queue_fds.len());
+                for &fd in &ep.queue_fds {
+                    // SAFETY: F_DUPFD_CLOEXEC only makes a new descriptor
+                    // for the file `fd` refers to, a TAP queue the
+                    // dataplane holds open while this engine lives.
+                    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+                    if d < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // SAFETY: d is a descriptor just made, owned by nobody else.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(d) });
+                }
+                out.push((name.clone(), ep.ifname.clone(), fds));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The MACs learned on every network, for a new daemon taking this one
+    /// over: (network, [(MAC, port)]), sorted.
+    pub fn learned_macs(&self) -> Vec<(String, Vec<(String, u16)>)> {
+        let now = self.dp.now_ms();
+        let mut v: Vec<(String, Vec<(String, u16)>)> = self
+            .networks
+            .iter()
+            .map(|(name, n)| {
+                let learned = n.fdb.entries(now).into_iter().filter(|e| !e.is_static);
+                (name.clone(), learned.map(|e| (e.mac.to_string(), e.port)).collect())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Learn the MACs a daemon taken over had learned (their age starts
+    /// again); an entry for a port that is not one of the network's
+    /// container ports here is skipped. Returns how many were learned.
+    pub fn import_learned(&self, learned: &[(String, Vec<(String, u16)>)]) -> usize {
+        let now = self.dp.now_ms();
+        let mut n = 0;
+        for (net, entries) in learned {
+            let Some(network) = self.networks.get(net) else { continue };
+            let ports: Vec<u16> = self
+                .containers
+                .values()
+                .flat_map(|c| &c.endpoints)
+                .filter(|e| &e.network == net)
+                .map(|e| e.port)
+                .collect();
+            for (mac, port) in entries {
+                let Ok(mac) = mac.parse::<MacAddr>() else { continue };
+                if ports.contains(port) {
+                    network.fdb.learn(mac, *port, now);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// Start an engine (dataplane, uplink) and adopt the networks and
     /// containers of `saved`. Fails, having only made networks in its own
     /// dataplane (which go with it), if a network cannot be made again.
     pub fn restore(cfg: EngineConfig, saved: &Saved) -> Result<Engine> {
+        Engine::restore_from(cfg, saved, None)
+    }
+
+    /// [`Engine::restore`] for a live takeover: the endpoints' queues are
+    /// the ones the old daemon handed over (still read by it until it
+    /// exits: each frame goes to one of the two), not new ones. An
+    /// endpoint without handed queues is dropped, with a log line.
+    pub fn restore_handed(cfg: EngineConfig, saved: &Saved, queues: HandedQueues) -> Result<Engine> {
+        Engine::restore_from(cfg, saved, Some(queues))
+    }
+
+    fn restore_from(cfg: EngineConfig, saved: &Saved, mut handed: Option<HandedQueues>) -> Result<Engine> {
         let mut e = Engine::new(cfg)?;
         // The endpoints keep their port ids: take them before the
         // overlays' VTEPs are given theirs.
@@ -186,7 +287,7 @@ impl Engine {
         let (owners, sharers): (Vec<&SavedContainer>, Vec<&SavedContainer>) =
             saved.containers.iter().partition(|c| !c.mode.starts_with("container:"));
         for c in owners.into_iter().chain(sharers) {
-            e.adopt(c);
+            e.adopt(c, &mut handed);
         }
         // The port ids taken above that no endpoint came back on.
         for ep in saved.containers.iter().flat_map(|c| &c.endpoints) {
@@ -211,7 +312,7 @@ impl Engine {
     }
 
     /// Adopt one saved container (or drop it, with a log line).
-    fn adopt(&mut self, c: &SavedContainer) {
+    fn adopt(&mut self, c: &SavedContainer, handed: &mut Option<HandedQueues>) {
         let name = c.name.as_str();
         let mode = Mode::parse(&c.mode);
         let (sandbox, owns) = match &mode {
@@ -261,7 +362,8 @@ impl Engine {
         );
         let mut lost = false;
         for s in &c.endpoints {
-            match self.adopt_endpoint(&sandbox, s) {
+            let queues = handed.as_mut().map(|h| h.remove(&(name.to_string(), s.ifname.clone())).unwrap_or_default());
+            match self.adopt_endpoint(&sandbox, s, queues) {
                 Ok(ep) => self.containers.get_mut(name).expect("just inserted").endpoints.push(ep),
                 Err(err) => {
                     lost = true;
@@ -275,8 +377,14 @@ impl Engine {
         self.publish_container(name);
     }
 
-    /// Re-attach queues to an endpoint's TAP and give them to the dataplane.
-    fn adopt_endpoint(&mut self, sandbox: &std::path::Path, s: &SavedEndpoint) -> Result<Endpoint> {
+    /// Re-attach queues to an endpoint's TAP (or take the `handed` ones)
+    /// and give them to the dataplane.
+    fn adopt_endpoint(
+        &mut self,
+        sandbox: &std::path::Path,
+        s: &SavedEndpoint,
+        handed: Option<Vec<OwnedFd>>,
+    ) -> Result<Endpoint> {
         let mac: MacAddr = s.mac.parse()?;
         let n = self.networks.get_mut(&s.network).ok_or_else(|| EngineError::no_network(&s.network))?;
         let (net_id, mtu) = (n.net, n.mtu);
@@ -288,7 +396,16 @@ impl Engine {
                 n.ipam.release(s.addr);
             }
         };
-        let queues = match sandbox::reopen(sandbox, &s.ifname, self.dp.workers()) {
+        let workers = self.dp.workers();
+        let opened = match handed {
+            Some(fds) if fds.len() == workers => Ok(Some(fds.into_iter().map(TapQueue::from_fd).collect())),
+            Some(fds) => {
+                undo(self);
+                return Err(EngineError::Restore(format!("{} queues handed over for {workers} workers", fds.len())));
+            }
+            None => sandbox::reopen(sandbox, &s.ifname, workers),
+        };
+        let queues = match opened {
             Ok(Some(q)) => q,
             Ok(None) => {
                 undo(self);

@@ -87,7 +87,8 @@ impl View {
             | Request::ContainerRm { .. }
             | Request::FdbAdd { .. }
             | Request::FdbDel { .. }
-            | Request::Shutdown { .. } => return None,
+            | Request::Shutdown { .. }
+            | Request::Takeover { .. } => return None,
         })
     }
 

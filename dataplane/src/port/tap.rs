@@ -83,6 +83,12 @@ pub struct TapQueue {
 }
 
 impl TapQueue {
+    /// A queue from a descriptor of an attached TAP queue that another
+    /// process opened (and passed over a Unix socket): a live takeover.
+    pub fn from_fd(fd: OwnedFd) -> TapQueue {
+        TapQueue { fd }
+    }
+
     /// Read one frame (virtio-net header first) into `buf`.
     #[inline]
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {

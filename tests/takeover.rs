@@ -1,0 +1,261 @@
+//! Live takeover: `tapnet daemon --takeover` receives the running daemon's
+//! TAP queue descriptors, lock and API listener over its socket
+//! (SCM_RIGHTS), starts forwarding, and the old daemon exits 0 leaving
+//! everything in place. A 1 ms UDP stream between two containers loses
+//! less than 100 ms worth across it; a verified TCP transfer completes
+//! without a reset; a takeover with no daemon, or with another worker
+//! count, is refused in one line and changes nothing.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bench::traffic::{self, Endpoint};
+use common::*;
+
+const ARGS: &[&str] = &["--workers", "2", "--no-pin"];
+
+fn nspath(n: &str) -> PathBuf {
+    PathBuf::from(format!("/var/run/netns/{n}"))
+}
+
+/// The containers of `ls`, as (name, id, interfaces as text), sorted.
+fn containers(h: &Host) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = h
+        .json(&["container", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().into(), c["id"].as_str().unwrap().into(), c["networks"].to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// This test's namespaces with their TAPs (`ip -o link` lines, ifindex
+/// and name), sorted.
+fn namespaces_and_taps(h: &Host) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&h.prefix) && *n != h.hostns)
+        .map(|n| {
+            let out = sh("ip", &["-n", &n, "-o", "link", "show", "type", "tun"]);
+            let taps: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.split(':').take(2).collect::<Vec<_>>().join(":"))
+                .collect();
+            (n, taps.join(","))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+#[ignore = "needs root: a daemon with real namespaces, TAP devices and UDP"]
+fn takeover_under_a_1ms_udp_stream_loses_less_than_100ms() {
+    let mut h = Host::start("tu", ARGS);
+    h.network("n1", "10.181.0.0/24", &[]);
+    let (a, b) = (h.name("a"), h.name("b"));
+    let (ip_a, _) = h.container(&a, "n1");
+    let (ip_b, _) = h.container(&b, "n1");
+    assert!(ping(&a, &ip_b, 1), "{a} cannot ping {b}");
+    // A container silent from here on: the new daemon knows its MAC only
+    // if the old one handed its learned MACs over.
+    let s = h.name("s");
+    let (_, mac_s) = h.container(&s, "n1");
+    assert!(ping(&s, &ip_b, 1), "{s} cannot ping {b}");
+    let before = containers(&h);
+    let devices = namespaces_and_taps(&h);
+    let ia: Ipv4Addr = ip_a.parse().unwrap();
+    let ib: Ipv4Addr = ip_b.parse().unwrap();
+    let tx = in_ns(&a, || UdpSocket::bind(SocketAddr::from((ia, 0))).unwrap());
+    let rx = in_ns(&b, || UdpSocket::bind(SocketAddr::from((ib, 5300))).unwrap());
+    rx.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    const N: u64 = 5000;
+    let dst = SocketAddr::from((ib, 5300));
+    let sender = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        for seq in 0..N {
+            let _ = tx.send_to(&seq.to_be_bytes(), dst);
+            let next = t0 + Duration::from_millis(seq + 1);
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        t0.elapsed()
+    });
+    let receiver = std::thread::spawn(move || {
+        let mut seen = BTreeSet::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = rx.recv(&mut buf) {
+            if n == 8 {
+                seen.insert(u64::from_be_bytes(buf[..8].try_into().unwrap()));
+            }
+        }
+        seen
+    });
+    // A second of the stream, then the takeover in the middle of it.
+    std::thread::sleep(Duration::from_millis(1000));
+    let old_pid = h.pid();
+    let (status, old_gone) = h.takeover(ARGS);
+    let sent_for = sender.join().unwrap();
+    let seen = receiver.join().unwrap();
+    let lost = N - seen.len() as u64;
+    // The longest run of missing sequence numbers (1 ms each).
+    let (mut gap, mut run) = (0u64, 0u64);
+    for s in 0..N {
+        if seen.contains(&s) {
+            run = 0;
+        } else {
+            run += 1;
+            gap = gap.max(run);
+        }
+    }
+    eprintln!(
+        "takeover under a 1 ms UDP stream: {N} datagrams sent in {sent_for:?}, {lost} lost \
+         (longest gap {gap} ms); the old daemon exited {old_gone:?} after the new one started"
+    );
+    assert_eq!(status.map(|s| s.success()), Some(true), "the old daemon did not exit 0: {status:?}");
+    assert!(lost < 100, "{lost} datagrams lost: more than 100 ms worth");
+    assert!(gap < 100, "a gap of {gap} ms");
+    assert_ne!(h.pid(), old_pid);
+    // SAFETY: kill with signal 0 only checks for the process.
+    assert_ne!(unsafe { libc::kill(old_pid as i32, 0) }, 0, "the old daemon still runs");
+    let fdb = h.fdb("n1");
+    assert!(fdb.iter().any(|(m, _)| *m == mac_s), "the silent container's MAC was not handed over: {fdb:?}");
+    assert_eq!(containers(&h), before, "the new daemon lists other containers");
+    assert_eq!(namespaces_and_taps(&h), devices, "namespaces or TAPs changed");
+    // The new daemon makes changes and forwards.
+    let c = h.name("c");
+    let (ip_c, _) = h.container(&c, "n1");
+    assert!(ping(&a, &ip_c, 2), "{a} cannot ping {c} after the takeover");
+    assert!(ping(&c, &ip_b, 2), "{c} cannot ping {b} after the takeover");
+    let st = h.stop(libc::SIGTERM).unwrap();
+    assert!(st.success());
+    assert!(namespaces_and_taps(&h).is_empty(), "SIGTERM left containers");
+}
+
+#[test]
+#[ignore = "needs root: a daemon with real namespaces, TAP devices and TCP"]
+fn a_tcp_transfer_crosses_a_takeover_without_a_reset() {
+    let mut h = Host::start("tt", ARGS);
+    h.network("n1", "10.182.0.0/24", &[]);
+    let (a, b) = (h.name("a"), h.name("b"));
+    let (ip_a, _) = h.container(&a, "n1");
+    let (ip_b, _) = h.container(&b, "n1");
+    let (pa, pb) = (nspath(&a), nspath(&b));
+    let ia: Ipv4Addr = ip_a.parse().unwrap();
+    let ib: Ipv4Addr = ip_b.parse().unwrap();
+    let bytes = 1_500_000_000u64;
+    let transfer = std::thread::spawn(move || {
+        traffic::tcp_bulk(
+            Endpoint::new(Some(&pb), ib),
+            Endpoint::new(Some(&pa), ia),
+            5201,
+            1,
+            Some(bytes),
+            Duration::from_secs(300),
+            true,
+        )
+    });
+    let t0 = Instant::now();
+    while h.port_stats(&format!("{b}:eth0"))["tx_bytes"].as_u64().unwrap_or(0) < 20_000_000 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the transfer did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, old_gone) = h.takeover(ARGS);
+    assert!(!transfer.is_finished(), "the transfer ended before the takeover: make it longer");
+    assert_eq!(status.map(|s| s.success()), Some(true), "the old daemon did not exit 0: {status:?}");
+    let r = transfer.join().unwrap().expect("the transfer survives the takeover");
+    assert_eq!(r.bytes, bytes);
+    assert!(r.verified);
+    let after = h.port_stats(&format!("{b}:eth0"))["tx_bytes"].as_u64().unwrap();
+    eprintln!("TCP across a takeover: {bytes} bytes verified, {after} through the new daemon; old daemon gone after {old_gone:?}");
+    assert!(after > 0, "nothing crossed the new daemon");
+    h.stop(libc::SIGTERM);
+}
+
+#[test]
+#[ignore = "needs root: a daemon with real namespaces and TAP devices"]
+fn takeover_refused_or_abandoned_leaves_the_old_daemon_serving() {
+    // No daemon: one line, non-zero, nothing made.
+    let h0 = Host::new("tn");
+    let out = h0.daemon_cmd(&["--takeover", "--workers", "2", "--no-pin"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("nothing to take over"), "{err}");
+    assert!(!h0.socket.exists(), "a socket was made");
+    assert!(!h0.state.join("state.json").exists(), "a state file was made");
+    drop(h0);
+
+    // Another worker count: refused, the old daemon keeps serving and
+    // takes changes again.
+    let mut h = Host::start("tw", ARGS);
+    h.network("n1", "10.183.0.0/24", &[]);
+    let (a, b) = (h.name("a"), h.name("b"));
+    h.container(&a, "n1");
+    let (ip_b, mac_b) = h.container(&b, "n1");
+    assert!(ping(&a, &ip_b, 1), "{a} cannot ping {b}");
+    let before = containers(&h);
+    let out = h.daemon_cmd(&["--takeover", "--workers", "1", "--no-pin"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--workers 2"), "{err}");
+    assert_eq!(containers(&h), before);
+    // A new daemon that goes away after it got everything, before `ready`:
+    // the old one keeps running and takes changes again.
+    let mut c = std::os::unix::net::UnixStream::connect(&h.socket).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"{\"op\":\"takeover\",\"workers\":2}\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains(&b'\n') {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&got).into_owned();
+    assert!(answer.starts_with("{\"ok\":true"), "{answer}");
+    assert!(answer.contains("\"fds\":6"), "lock, listener and 2 x 2 queues: {answer}");
+    assert!(answer.contains(&format!("[\"{mac_b}\",")), "{b}'s learned MAC is not in the answer: {answer}");
+    drop(c);
+    assert_eq!(containers(&h), before);
+    h.network("n2", "10.183.1.0/24", &[]);
+    assert!(ping(&a, &ip_b, 1), "{a} cannot ping {b} after the refusal");
+    let st = h.stop(libc::SIGTERM).unwrap();
+    assert!(st.success());
+}
+
+#[test]
+#[ignore = "needs root: a daemon with an uplink, real namespaces and TAP devices"]
+fn a_daemon_with_an_uplink_is_not_taken_over() {
+    let mut h = Host::new("tl");
+    let o = Outside::new(&h, "10.250.9");
+    let mut args: Vec<String> = ARGS.iter().map(|s| s.to_string()).collect();
+    args.extend(o.daemon_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    h.spawn(&args);
+    h.network("n1", "10.184.0.0/24", &[]);
+    let a = h.name("a");
+    h.container(&a, "n1");
+    let before = containers(&h);
+    let out = h.daemon_cmd(&["--takeover", "--workers", "2", "--no-pin"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("uplink cannot be taken over"), "{err}");
+    assert_eq!(containers(&h), before);
+    assert!(ping(&a, &o.ip(), 1), "{a} cannot reach the outside after the refusal");
+    // The new daemon cannot bring an uplink along either.
+    let out = h.daemon_cmd(&["--takeover", "--uplink", "up0", "--uplink-ip", "10.250.9.2/24"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let st = h.stop(libc::SIGTERM).unwrap();
+    assert!(st.success());
+}
