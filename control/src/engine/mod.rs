@@ -58,7 +58,7 @@ use container::Container;
 use ids::IdPool;
 use network::Network;
 pub use saved::{HandedQueues, Intent, Saved, SavedContainer, SavedEndpoint, SavedNetwork, STATE_VERSION};
-pub use uplink::{macvlan_name, parse_cidr_host, UplinkMode, UplinkOpts};
+pub use uplink::{macvlan_name, parse_cidr_host, HandedUplink, UplinkMode, UplinkOpts};
 use view::Published;
 pub use view::View;
 
@@ -261,6 +261,12 @@ fn to_value<T: serde::Serialize>(x: &T) -> serde_json::Value {
 impl Engine {
     /// Start the dataplane, and set up the uplink if there is one.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
+        Engine::new_on(cfg, None)
+    }
+
+    /// [`Engine::new`], on the uplink a daemon taken over handed over, if
+    /// any, instead of the configured one.
+    fn new_on(cfg: EngineConfig, handed: Option<(HandedUplink, Vec<OwnedFd>)>) -> Result<Engine> {
         let dp = Dataplane::start(&DpConfig {
             workers: cfg.workers.max(1),
             pin: cfg.pin,
@@ -282,7 +288,10 @@ impl Engine {
             peer_failures: Default::default(),
             published: Published::default(),
         };
-        if let Some(u) = uplink {
+        if let Some((h, fds)) = handed {
+            e.uplink_adopt(&h, fds)?;
+            e.sync_router()?;
+        } else if let Some(u) = uplink {
             e.uplink_up(&u)?;
             e.sync_router()?;
         }

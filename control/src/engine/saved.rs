@@ -167,12 +167,9 @@ impl Engine {
     }
 
     /// Why this engine cannot be handed to a new daemon, if it cannot:
-    /// the uplink's AF_PACKET sockets and the overlays' tunnel sockets are
-    /// not passed on (yet).
+    /// the overlays' tunnel sockets are not passed on (yet).
     pub fn takeover_blocker(&self) -> Option<&'static str> {
-        if self.uplink.is_some() {
-            Some("a daemon with an uplink cannot be taken over (its sockets are not passed on); use `tapnet shutdown --keep` and start the new daemon")
-        } else if self.networks.values().any(|n| n.overlay.is_some()) {
+        if self.networks.values().any(|n| n.overlay.is_some()) {
             Some("a daemon with overlay networks cannot be taken over (their sockets are not passed on); use `tapnet shutdown --keep` and start the new daemon")
         } else {
             None
@@ -222,6 +219,29 @@ impl Engine {
         v
     }
 
+    /// The uplink's neighbours (ARP cache), for a new daemon taking this
+    /// one over: (IP, MAC), sorted. An ARP reply that arrives during the
+    /// takeover is read by one of the two daemons only, so the new one
+    /// would otherwise wait for its next request (a second).
+    pub fn learned_neighbours(&self) -> Vec<(Ipv4Addr, String)> {
+        let now = self.dp.now_ms();
+        self.dp.arp().entries(now).into_iter().map(|(ip, mac, _)| (ip, mac.to_string())).collect()
+    }
+
+    /// Take the neighbours a daemon taken over knew (their age starts
+    /// again). Returns how many were taken.
+    pub fn import_neighbours(&self, neighbours: &[(Ipv4Addr, String)]) -> usize {
+        if self.uplink.is_none() {
+            return 0;
+        }
+        let now = self.dp.now_ms();
+        neighbours
+            .iter()
+            .filter_map(|(ip, mac)| Some((*ip, mac.parse::<MacAddr>().ok()?)))
+            .filter(|&(ip, mac)| self.dp.arp().update(ip, mac, now, true))
+            .count()
+    }
+
     /// Learn the MACs a daemon taken over had learned (their age starts
     /// again); an entry for a port that is not one of the network's
     /// container ports here is skipped. Returns how many were learned.
@@ -252,19 +272,31 @@ impl Engine {
     /// containers of `saved`. Fails, having only made networks in its own
     /// dataplane (which go with it), if a network cannot be made again.
     pub fn restore(cfg: EngineConfig, saved: &Saved) -> Result<Engine> {
-        Engine::restore_from(cfg, saved, None)
+        Engine::restore_from(cfg, saved, None, None)
     }
 
     /// [`Engine::restore`] for a live takeover: the endpoints' queues are
     /// the ones the old daemon handed over (still read by it until it
     /// exits: each frame goes to one of the two), not new ones. An
     /// endpoint without handed queues is dropped, with a log line.
-    pub fn restore_handed(cfg: EngineConfig, saved: &Saved, queues: HandedQueues) -> Result<Engine> {
-        Engine::restore_from(cfg, saved, Some(queues))
+    /// The uplink, if `uplink` is given, is the old daemon's too (its
+    /// sockets, link and MAC), in place of any configured one.
+    pub fn restore_handed(
+        cfg: EngineConfig,
+        saved: &Saved,
+        queues: HandedQueues,
+        uplink: Option<(super::HandedUplink, Vec<OwnedFd>)>,
+    ) -> Result<Engine> {
+        Engine::restore_from(cfg, saved, Some(queues), uplink)
     }
 
-    fn restore_from(cfg: EngineConfig, saved: &Saved, mut handed: Option<HandedQueues>) -> Result<Engine> {
-        let mut e = Engine::new(cfg)?;
+    fn restore_from(
+        cfg: EngineConfig,
+        saved: &Saved,
+        mut handed: Option<HandedQueues>,
+        uplink: Option<(super::HandedUplink, Vec<OwnedFd>)>,
+    ) -> Result<Engine> {
+        let mut e = Engine::new_on(cfg, uplink)?;
         // The endpoints keep their port ids: take them before the
         // overlays' VTEPs are given theirs.
         for ep in saved.containers.iter().flat_map(|c| &c.endpoints) {
