@@ -5,8 +5,9 @@
 //! less than 100 ms worth across it; a verified TCP transfer completes
 //! without a reset; a takeover with no daemon, or with another worker
 //! count, is refused in one line and changes nothing. A daemon with an
-//! uplink (direct or macvlan) hands its AF_PACKET sockets over: a 1 ms
-//! UDP stream to the outside loses less than 100 ms worth.
+//! uplink (direct or macvlan) hands its AF_PACKET sockets and its
+//! connection tracking over: a 1 ms UDP stream to the outside loses less
+//! than 100 ms worth and a masqueraded TCP connection goes on.
 
 mod common;
 
@@ -312,6 +313,28 @@ fn a_daemon_with_an_uplink_is_taken_over_on_its_own_packet_sockets() {
 
         let ia: Ipv4Addr = ip_a.parse().unwrap();
         let io: Ipv4Addr = o.ip().parse().unwrap();
+        // A masqueraded TCP connection to the outside, open across the
+        // takeover: its connection tracking entry must move.
+        let server = in_ns(&o.ns, || std::net::TcpListener::bind(SocketAddr::from((io, 5302))).unwrap());
+        let mut client =
+            in_ns(&a, || std::net::TcpStream::connect_timeout(&SocketAddr::from((io, 5302)), Duration::from_secs(3)))
+                .expect("connect to the outside");
+        let (mut inside, _) = server.accept().unwrap();
+        for s in [&client, &inside] {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        let exchange = |c: &mut std::net::TcpStream, s: &mut std::net::TcpStream, what: &str| {
+            let mut b = [0u8; 5];
+            c.write_all(b"hello").map_err(|e| format!("{what}: client send: {e}"))?;
+            s.read_exact(&mut b).map_err(|e| format!("{what}: server recv: {e}"))?;
+            s.write_all(b"world").map_err(|e| format!("{what}: server send: {e}"))?;
+            c.read_exact(&mut b).map_err(|e| format!("{what}: client recv: {e}"))?;
+            if &b != b"world" {
+                return Err(format!("{what}: {b:?}"));
+            }
+            Ok::<(), String>(())
+        };
+        exchange(&mut client, &mut inside, "before").unwrap();
         let tx = in_ns(&a, || UdpSocket::bind(SocketAddr::from((ia, 0))).unwrap());
         let rx = in_ns(&o.ns, || UdpSocket::bind(SocketAddr::from((io, 5301))).unwrap());
         rx.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
@@ -331,6 +354,17 @@ fn a_daemon_with_an_uplink_is_taken_over_on_its_own_packet_sockets() {
         assert!(gap < 100, "a gap of {gap} ms");
         assert!(lost < 100, "{lost} datagrams lost: more than 100 ms worth");
         assert_ne!(h.pid(), old_pid);
+        // The TCP connection goes on, both ways, without a reset: the new
+        // daemon tracks it (its entry moved).
+        let ct = h.json(&["conntrack"]);
+        let entries = ct["entries"].as_array().unwrap();
+        let moved = entries.iter().find(|e| {
+            e["protocol"] == "tcp" && e["original"].as_str().is_some_and(|x| x.starts_with(&format!("{ip_a}:")))
+        });
+        let moved = moved.unwrap_or_else(|| panic!("the TCP connection's entry did not move: {ct}"));
+        assert_eq!(moved["kind"], "SNAT", "{moved}");
+        exchange(&mut client, &mut inside, "after the takeover").unwrap();
+        eprintln!("the masqueraded TCP connection goes on after the takeover; its entry: {moved}");
         assert_eq!(containers(&h), before);
         assert_eq!(links(&h), links_before, "the host namespace's links changed (the macvlan child must stay)");
         // The new daemon forwards through the same uplink, tracks the

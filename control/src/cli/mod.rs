@@ -134,7 +134,7 @@ pub struct DaemonArgs {
     /// descriptors, its uplink's sockets (the uplink comes with them: no
     /// --uplink here), lock and API listener over the socket, start, then
     /// let it exit, leaving everything in place. Forwarding does not stop;
-    /// learned MACs are handed over too, connection tracking not (yet).
+    /// learned MACs and connection tracking are handed over too.
     /// --workers must match the running daemon's. A daemon with overlay
     /// networks cannot be taken over (their sockets are not passed on):
     /// use `tapnet shutdown --keep` and start the new daemon instead.

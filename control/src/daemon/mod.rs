@@ -163,7 +163,10 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ioe("install signal handlers", Path::new("-")))?;
     let adopt = !saved.networks.is_empty() || !saved.containers.is_empty();
     let made = match taken.as_mut() {
-        Some(t) => Engine::restore_handed(opts.engine.clone(), &saved, std::mem::take(&mut t.queues), t.uplink.take()),
+        Some(t) => {
+            let (queues, uplink) = (std::mem::take(&mut t.queues), t.uplink.take());
+            Engine::restore_handed(opts.engine.clone(), &saved, queues, uplink, &t.handover.conntrack)
+        }
         None if adopt => Engine::restore(opts.engine.clone(), &saved),
         None => Engine::new(opts.engine.clone()),
     };

@@ -12,8 +12,8 @@
 //!    ([`Handover`]: its pid, the workers, the whole saved state, each
 //!    endpoint's container, interface, port and queue count, the number
 //!    of descriptors that follow, the learned MAC entries and the uplink:
-//!    its options, link, MAC, MTU, `--snat-ports` and socket count, and
-//!    its ARP cache), then sends duplicates of the
+//!    its options, link, MAC, MTU, `--snat-ports` and socket count, its
+//!    ARP cache, and the connection tables), then sends duplicates of the
 //!    descriptors with `SCM_RIGHTS`, at most [`MAX_FDS`] per message (one
 //!    byte `F` each): the state directory's lock (an `flock` goes with its
 //!    open file), the API socket's listener, every endpoint's queues
@@ -23,10 +23,10 @@
 //!    old daemon does not delete it).
 //! 3. The new daemon builds its engine on them ([`Engine::restore_handed`]),
 //!    starts its workers and its API server on the same listener, and
-//!    sends `ready\n`. Until then the old daemon takes no change; both
-//!    read the same queues (the descriptors are duplicates of the same open
-//!    files), so each frame is read by one of the two, neither lost nor
-//!    doubled.
+//!    sends `ready\n`. Until then the old daemon takes no change and its
+//!    workers are paused (see below); the descriptors are duplicates of
+//!    the same open files, so each frame is read by one of the two,
+//!    neither lost nor doubled.
 //! 4. The old daemon answers `{"ok":true,"data":"handed over"}` and exits
 //!    0, leaving everything in place (as `--keep`, without saving again:
 //!    the state is the new daemon's now). Its queues close; the new
@@ -44,10 +44,13 @@
 //! The learned MAC entries go in the answer too (`macs`), and the new
 //! daemon learns them before it forwards (their age starts again); MACs
 //! learned by the old daemon after its answer are learned again by the
-//! new one from the next frame. Not handed over (yet): connection
-//! tracking, so a masqueraded or published flow's packets that arrive
-//! from the outside after the takeover find no entry; flows the
-//! containers start (or go on sending on) get a new one.
+//! new one from the next frame. Connection tracking goes too: before it
+//! answers, the old daemon pauses its workers' reading (each finishes its
+//! batch) and exports every worker's table (`conntrack`), which the new
+//! daemon imports into the same workers before they read; the old
+//! workers stay paused until it exits (or resume if the takeover fails),
+//! so no table changes after the snapshot. That pause, logged, is the
+//! forwarding stall: the frames wait in the queues.
 //!
 //! [`Engine::restore_handed`]: crate::engine::Engine::restore_handed
 
@@ -111,6 +114,11 @@ pub struct Handover {
     /// The uplink's neighbours (ARP cache): (IP, MAC).
     #[serde(default)]
     pub neighbours: Vec<(std::net::Ipv4Addr, String)>,
+    /// Each worker's tracked connections, worker order, each as the words
+    /// of `dataplane::nat::Exported::to_words` (timers relative to the
+    /// export), taken while the workers were paused.
+    #[serde(default)]
+    pub conntrack: Vec<Vec<Vec<u64>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +246,31 @@ pub(super) fn give(
     if let Some(why) = engine.takeover_blocker() {
         return Err(why.into());
     }
+    // From here until the new daemon is ready, this one's workers read
+    // nothing (the frames wait in the queues for the new one), so the
+    // tables handed over stay true: the forwarding pause.
+    let t0 = std::time::Instant::now();
+    engine.pause(true).map_err(|e| format!("could not pause the workers: {e}"))?;
+    let r = give_paused(engine, store, conn, workers, lock, listener);
+    let paused = t0.elapsed();
+    if r.is_err() {
+        if let Err(e) = engine.pause(false) {
+            eprintln!("tapnet: could not resume the workers: {e}");
+        }
+    }
+    eprintln!("tapnet: takeover: this daemon's workers paused for {:.1} ms", paused.as_secs_f64() * 1e3);
+    r
+}
+
+fn give_paused(
+    engine: &Engine,
+    store: &super::state::Store,
+    conn: UnixStream,
+    workers: usize,
+    lock: BorrowedFd<'_>,
+    listener: BorrowedFd<'_>,
+) -> Result<(), String> {
+    let conntrack = engine.export_conntrack().map_err(|e| format!("could not export the connections: {e}"))?;
     let saved = engine.saved();
     store.save(&saved).map_err(|e| format!("could not save the state: {e}"))?;
     let queues = engine.handover_queues().map_err(|e| format!("could not duplicate the queues: {e}"))?;
@@ -263,7 +296,17 @@ pub(super) fn give(
     fds.extend(sockets.iter().map(|f| f.as_fd()));
     let macs = engine.learned_macs();
     let neighbours = engine.learned_neighbours();
-    let h = Handover { pid: std::process::id(), workers, saved, endpoints, fds: fds.len(), macs, uplink, neighbours };
+    let h = Handover {
+        pid: std::process::id(),
+        workers,
+        saved,
+        endpoints,
+        fds: fds.len(),
+        macs,
+        uplink,
+        neighbours,
+        conntrack,
+    };
     let value = serde_json::to_value(&h).map_err(|e| e.to_string())?;
     // The server's connection is non-blocking (the same open file): block
     // here, with a timeout, and give it back as it was.

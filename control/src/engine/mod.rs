@@ -261,12 +261,18 @@ fn to_value<T: serde::Serialize>(x: &T) -> serde_json::Value {
 impl Engine {
     /// Start the dataplane, and set up the uplink if there is one.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
-        Engine::new_on(cfg, None)
+        Engine::new_on(cfg, None, Vec::new())
     }
 
     /// [`Engine::new`], on the uplink a daemon taken over handed over, if
-    /// any, instead of the configured one.
-    fn new_on(cfg: EngineConfig, handed: Option<(HandedUplink, Vec<OwnedFd>)>) -> Result<Engine> {
+    /// any, instead of the configured one, and with the connections it
+    /// tracked (table `i` for worker `i`), imported before any port is
+    /// added, so before the workers read.
+    fn new_on(
+        cfg: EngineConfig,
+        handed: Option<(HandedUplink, Vec<OwnedFd>)>,
+        conntrack: Vec<Vec<dataplane::nat::Exported>>,
+    ) -> Result<Engine> {
         let dp = Dataplane::start(&DpConfig {
             workers: cfg.workers.max(1),
             pin: cfg.pin,
@@ -288,6 +294,10 @@ impl Engine {
             peer_failures: Default::default(),
             published: Published::default(),
         };
+        if !conntrack.is_empty() {
+            let n = e.dp.conntrack_import(conntrack)?;
+            eprintln!("tapnet: {n} tracked connections taken over");
+        }
         if let Some((h, fds)) = handed {
             e.uplink_adopt(&h, fds)?;
             e.sync_router()?;

@@ -219,6 +219,20 @@ impl Engine {
         v
     }
 
+    /// Stop (true) or resume the workers' reading: while a takeover
+    /// snapshots the tables and until the new daemon reads.
+    pub fn pause(&self, paused: bool) -> Result<()> {
+        Ok(self.dp.pause(paused)?)
+    }
+
+    /// Every worker's tracked connections as words
+    /// ([`dataplane::nat::Exported::to_words`]), worker order, for a new
+    /// daemon taking this one over (pause first).
+    pub fn export_conntrack(&self) -> Result<Vec<Vec<Vec<u64>>>> {
+        let tables = self.dp.conntrack_export()?;
+        Ok(tables.iter().map(|t| t.iter().map(|x| x.to_words().to_vec()).collect()).collect())
+    }
+
     /// The uplink's neighbours (ARP cache), for a new daemon taking this
     /// one over: (IP, MAC), sorted. An ARP reply that arrives during the
     /// takeover is read by one of the two daemons only, so the new one
@@ -272,7 +286,7 @@ impl Engine {
     /// containers of `saved`. Fails, having only made networks in its own
     /// dataplane (which go with it), if a network cannot be made again.
     pub fn restore(cfg: EngineConfig, saved: &Saved) -> Result<Engine> {
-        Engine::restore_from(cfg, saved, None, None)
+        Engine::restore_from(cfg, saved, None, None, Vec::new())
     }
 
     /// [`Engine::restore`] for a live takeover: the endpoints' queues are
@@ -281,13 +295,21 @@ impl Engine {
     /// endpoint without handed queues is dropped, with a log line.
     /// The uplink, if `uplink` is given, is the old daemon's too (its
     /// sockets, link and MAC), in place of any configured one.
+    /// The connections it tracked (`conntrack`, from
+    /// [`Engine::export_conntrack`]) are tracked here before any queue is
+    /// read.
     pub fn restore_handed(
         cfg: EngineConfig,
         saved: &Saved,
         queues: HandedQueues,
         uplink: Option<(super::HandedUplink, Vec<OwnedFd>)>,
+        conntrack: &[Vec<Vec<u64>>],
     ) -> Result<Engine> {
-        Engine::restore_from(cfg, saved, Some(queues), uplink)
+        let tables = conntrack
+            .iter()
+            .map(|t| t.iter().filter_map(|w| dataplane::nat::Exported::from_words(w)).collect())
+            .collect();
+        Engine::restore_from(cfg, saved, Some(queues), uplink, tables)
     }
 
     fn restore_from(
@@ -295,8 +317,9 @@ impl Engine {
         saved: &Saved,
         mut handed: Option<HandedQueues>,
         uplink: Option<(super::HandedUplink, Vec<OwnedFd>)>,
+        conntrack: Vec<Vec<dataplane::nat::Exported>>,
     ) -> Result<Engine> {
-        let mut e = Engine::new_on(cfg, uplink)?;
+        let mut e = Engine::new_on(cfg, uplink, conntrack)?;
         // The endpoints keep their port ids: take them before the
         // overlays' VTEPs are given theirs.
         for ep in saved.containers.iter().flat_map(|c| &c.endpoints) {
