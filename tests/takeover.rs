@@ -379,3 +379,76 @@ fn a_daemon_with_an_uplink_is_taken_over_on_its_own_packet_sockets() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs root: two daemons as two hosts, real namespaces, TAP devices and tunnels"]
+fn an_overlay_host_is_taken_over_under_a_1ms_udp_stream_across_the_tunnel() {
+    for (driver, idflag, net) in [("vxlan", "--vni", 91u8), ("gre", "--key", 92u8)] {
+        let mut a = Host::new(if driver == "vxlan" { "tva" } else { "tga" });
+        let mut b = Host::new(if driver == "vxlan" { "tvb" } else { "tgb" });
+        ip(&["-n", &a.hostns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", &b.hostns]);
+        let (ua, ub) = (format!("192.168.{net}.1"), format!("192.168.{net}.2"));
+        for (h, addr) in [(&a, &ua), (&b, &ub)] {
+            ip(&["-n", &h.hostns, "addr", "add", &format!("{addr}/24"), "dev", "ul0"]);
+            ip(&["-n", &h.hostns, "link", "set", "ul0", "up"]);
+            ip(&["-n", &h.hostns, "link", "set", "lo", "up"]);
+        }
+        a.spawn(ARGS);
+        b.spawn(ARGS);
+        for (h, me, peer, range) in [(&a, &ua, &ub, "10.43.1.0/24"), (&b, &ub, &ua, "10.43.2.0/24")] {
+            h.ok(&[
+                "network",
+                "create",
+                "ov",
+                "--driver",
+                driver,
+                idflag,
+                "42",
+                "--subnet",
+                "10.43.0.0/16",
+                "--ip-range",
+                range,
+                "--underlay",
+                me,
+                "--peer",
+                peer,
+            ]);
+        }
+        let (a1, b1) = (a.name("1"), b.name("1"));
+        let (ip_a1, _) = a.container(&a1, "ov");
+        let (ip_b1, _) = b.container(&b1, "ov");
+        assert!(ping(&a1, &ip_b1, 3), "{driver}: {a1} cannot ping {ip_b1}");
+        let ia: Ipv4Addr = ip_a1.parse().unwrap();
+        let ib: Ipv4Addr = ip_b1.parse().unwrap();
+        const N: u64 = 4000;
+        // Both ways across the tunnel: A's daemon sends and receives it.
+        let tx_ab = in_ns(&a1, || UdpSocket::bind(SocketAddr::from((ia, 0))).unwrap());
+        let rx_ab = in_ns(&b1, || UdpSocket::bind(SocketAddr::from((ib, 5303))).unwrap());
+        let tx_ba = in_ns(&b1, || UdpSocket::bind(SocketAddr::from((ib, 0))).unwrap());
+        let rx_ba = in_ns(&a1, || UdpSocket::bind(SocketAddr::from((ia, 5304))).unwrap());
+        for r in [&rx_ab, &rx_ba] {
+            r.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        }
+        let s1 = stream(tx_ab, SocketAddr::from((ib, 5303)), N);
+        let s2 = stream(tx_ba, SocketAddr::from((ia, 5304)), N);
+        let (r1, r2) = (collect(rx_ab), collect(rx_ba));
+        std::thread::sleep(Duration::from_millis(1000));
+        let (status, old_gone) = a.takeover(ARGS);
+        s1.join().unwrap();
+        s2.join().unwrap();
+        let (lost_ab, gap_ab) = loss(&r1.join().unwrap(), N);
+        let (lost_ba, gap_ba) = loss(&r2.join().unwrap(), N);
+        eprintln!(
+            "takeover of a {driver} overlay host under 1 ms UDP streams across the tunnel: to the other host \
+             {lost_ab} of {N} lost (longest gap {gap_ab} ms), from it {lost_ba} lost (longest gap {gap_ba} ms); \
+             the old daemon exited {old_gone:?} after the new one started"
+        );
+        assert_eq!(status.map(|s| s.success()), Some(true), "the old daemon did not exit 0: {status:?}");
+        assert!(gap_ab < 100 && gap_ba < 100, "gaps of {gap_ab} and {gap_ba} ms");
+        assert!(lost_ab < 100 && lost_ba < 100, "{lost_ab} and {lost_ba} datagrams lost");
+        assert!(ping(&a1, &ip_b1, 2), "{driver}: {a1} cannot ping {ip_b1} after the takeover");
+        assert!(ping(&b1, &ip_a1, 2), "{driver}: {b1} cannot ping {ip_a1} after the takeover");
+        assert!(a.stop(libc::SIGTERM).unwrap().success());
+        assert!(b.stop(libc::SIGTERM).unwrap().success());
+    }
+}

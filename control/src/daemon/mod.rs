@@ -164,8 +164,9 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     let adopt = !saved.networks.is_empty() || !saved.containers.is_empty();
     let made = match taken.as_mut() {
         Some(t) => {
-            let (queues, uplink) = (std::mem::take(&mut t.queues), t.uplink.take());
-            Engine::restore_handed(opts.engine.clone(), &saved, queues, uplink, &t.handover.conntrack)
+            let (queues, uplink, tunnels) =
+                (std::mem::take(&mut t.queues), t.uplink.take(), std::mem::take(&mut t.tunnels));
+            Engine::restore_handed(opts.engine.clone(), &saved, queues, uplink, tunnels, &t.handover.conntrack)
         }
         None if adopt => Engine::restore(opts.engine.clone(), &saved),
         None => Engine::new(opts.engine.clone()),

@@ -6,19 +6,20 @@
 //! 1. The new daemon connects and sends `{"op":"takeover","workers":W}`.
 //! 2. The old daemon's engine thread takes it in turn with the changes, so
 //!    none is under way; it refuses (one error line, nothing changed) a
-//!    different worker count (queue `i` of every TAP is worker `i`'s) or
-//!    overlay networks (their tunnel sockets are not passed on yet). Else
+//!    different worker count (queue `i` of every TAP is worker `i`'s). Else
 //!    it saves `state.json` and answers `{"ok":true,"data":HANDOVER}`
 //!    ([`Handover`]: its pid, the workers, the whole saved state, each
 //!    endpoint's container, interface, port and queue count, the number
 //!    of descriptors that follow, the learned MAC entries and the uplink:
 //!    its options, link, MAC, MTU, `--snat-ports` and socket count, its
-//!    ARP cache, and the connection tables), then sends duplicates of the
+//!    ARP cache, the connection tables, and the tunnels: kind, underlay,
+//!    port, checksum mode, pool and socket count), then sends duplicates of the
 //!    descriptors with `SCM_RIGHTS`, at most [`MAX_FDS`] per message (one
 //!    byte `F` each): the state directory's lock (an `flock` goes with its
 //!    open file), the API socket's listener, every endpoint's queues
 //!    in the order of `endpoints`, then the uplink's AF_PACKET sockets in
-//!    worker order (their fanout group and steering program are the
+//!    worker order, then every tunnel's (`tunnels` order; per tunnel as
+//!    `dataplane::port::tunnel_fds` lists them) (the fanout group and steering program are the
 //!    sockets', so the duplicates keep them; a macvlan child stays, the
 //!    old daemon does not delete it).
 //! 3. The new daemon builds its engine on them ([`Engine::restore_handed`]),
@@ -64,7 +65,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{reply_line, Request};
-use crate::engine::{Engine, HandedQueues, HandedUplink, Saved};
+use crate::engine::{Engine, HandedQueues, HandedTunnel, HandedUplink, Saved};
 
 /// Descriptors per message (the kernel's `SCM_MAX_FD` is 253).
 pub(super) const MAX_FDS: usize = 250;
@@ -119,6 +120,10 @@ pub struct Handover {
     /// export), taken while the workers were paused.
     #[serde(default)]
     pub conntrack: Vec<Vec<Vec<u64>>>,
+    /// The overlays' tunnels; their sockets follow the uplink's, tunnel
+    /// by tunnel.
+    #[serde(default)]
+    pub tunnels: Vec<HandedTunnel>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,9 +296,12 @@ fn give_paused(
         Ok(None) => (None, Vec::new()),
         Err(e) => return Err(format!("could not duplicate the uplink's sockets: {e}")),
     };
+    let tunnels = engine.handover_tunnels().map_err(|e| format!("could not duplicate the tunnels' sockets: {e}"))?;
     let mut fds = vec![lock, listener];
     fds.extend(queues.iter().flat_map(|(_, _, q)| q.iter().map(|f| f.as_fd())));
     fds.extend(sockets.iter().map(|f| f.as_fd()));
+    fds.extend(tunnels.iter().flat_map(|(_, s)| s.iter().map(|f| f.as_fd())));
+    let tunnels: Vec<HandedTunnel> = tunnels.iter().map(|(t, _)| t.clone()).collect();
     let macs = engine.learned_macs();
     let neighbours = engine.learned_neighbours();
     let h = Handover {
@@ -306,6 +314,7 @@ fn give_paused(
         uplink,
         neighbours,
         conntrack,
+        tunnels,
     };
     let value = serde_json::to_value(&h).map_err(|e| e.to_string())?;
     // The server's connection is non-blocking (the same open file): block
@@ -349,6 +358,8 @@ pub(super) struct Taken {
     pub(super) queues: HandedQueues,
     /// The uplink and its sockets, worker order.
     pub(super) uplink: Option<(HandedUplink, Vec<OwnedFd>)>,
+    /// The tunnels and their sockets.
+    pub(super) tunnels: Vec<(HandedTunnel, Vec<OwnedFd>)>,
 }
 
 /// The new daemon's side: ask the daemon on `socket` for everything.
@@ -376,7 +387,10 @@ pub(super) fn take(socket: &Path, workers: usize) -> Result<Taken, TakeoverError
     let handover: Handover = serde_json::from_value(reply.get("data").cloned().unwrap_or_default())
         .map_err(|e| TakeoverError::BadAnswer(e.to_string()))?;
     let sockets = handover.uplink.as_ref().map_or(0, |u| u.sockets);
-    let want: usize = 2 + handover.endpoints.iter().map(|e| e.queues).sum::<usize>() + sockets;
+    let want: usize = 2
+        + handover.endpoints.iter().map(|e| e.queues).sum::<usize>()
+        + sockets
+        + handover.tunnels.iter().map(|t| t.sockets).sum::<usize>();
     if handover.fds != want || handover.workers != workers {
         return Err(TakeoverError::BadAnswer(format!(
             "{} descriptors for {} endpoints, {} workers",
@@ -398,7 +412,8 @@ pub(super) fn take(socket: &Path, workers: usize) -> Result<Taken, TakeoverError
         queues.insert((e.container.clone(), e.ifname.clone()), fds.by_ref().take(e.queues).collect());
     }
     let uplink = handover.uplink.clone().map(|u| (u, fds.by_ref().take(sockets).collect()));
-    Ok(Taken { conn, handover, lock, listener, queues, uplink })
+    let tunnels = handover.tunnels.iter().map(|t| (t.clone(), fds.by_ref().take(t.sockets).collect())).collect();
+    Ok(Taken { conn, handover, lock, listener, queues, uplink, tunnels })
 }
 
 impl Taken {

@@ -166,14 +166,11 @@ impl Engine {
         Saved { version: STATE_VERSION, networks, containers, intent: None }
     }
 
-    /// Why this engine cannot be handed to a new daemon, if it cannot:
-    /// the overlays' tunnel sockets are not passed on (yet).
+    /// Why this engine cannot be handed to a new daemon, if it cannot
+    /// (nothing today: TAP queues, the uplink's and the tunnels' sockets
+    /// are all passed on).
     pub fn takeover_blocker(&self) -> Option<&'static str> {
-        if self.networks.values().any(|n| n.overlay.is_some()) {
-            Some("a daemon with overlay networks cannot be taken over (their sockets are not passed on); use `tapnet shutdown --keep` and start the new daemon")
-        } else {
-            None
-        }
+        None
     }
 
     /// Duplicates of every endpoint's queue descriptors, for a new daemon
@@ -286,7 +283,7 @@ impl Engine {
     /// containers of `saved`. Fails, having only made networks in its own
     /// dataplane (which go with it), if a network cannot be made again.
     pub fn restore(cfg: EngineConfig, saved: &Saved) -> Result<Engine> {
-        Engine::restore_from(cfg, saved, None, None, Vec::new())
+        Engine::restore_from(cfg, saved, None, None, Vec::new(), Vec::new())
     }
 
     /// [`Engine::restore`] for a live takeover: the endpoints' queues are
@@ -303,13 +300,14 @@ impl Engine {
         saved: &Saved,
         queues: HandedQueues,
         uplink: Option<(super::HandedUplink, Vec<OwnedFd>)>,
+        tunnels: Vec<(super::HandedTunnel, Vec<OwnedFd>)>,
         conntrack: &[Vec<Vec<u64>>],
     ) -> Result<Engine> {
         let tables = conntrack
             .iter()
             .map(|t| t.iter().filter_map(|w| dataplane::nat::Exported::from_words(w)).collect())
             .collect();
-        Engine::restore_from(cfg, saved, Some(queues), uplink, tables)
+        Engine::restore_from(cfg, saved, Some(queues), uplink, tunnels, tables)
     }
 
     fn restore_from(
@@ -317,9 +315,12 @@ impl Engine {
         saved: &Saved,
         mut handed: Option<HandedQueues>,
         uplink: Option<(super::HandedUplink, Vec<OwnedFd>)>,
+        tunnels: Vec<(super::HandedTunnel, Vec<OwnedFd>)>,
         conntrack: Vec<Vec<dataplane::nat::Exported>>,
     ) -> Result<Engine> {
-        let mut e = Engine::new_on(cfg, uplink, conntrack)?;
+        let takeover = handed.is_some();
+        let mut e = Engine::new_on(cfg, uplink, conntrack, takeover)?;
+        e.take_handed_tunnels(tunnels);
         // The endpoints keep their port ids: take them before the
         // overlays' VTEPs are given theirs.
         for ep in saved.containers.iter().flat_map(|c| &c.endpoints) {
@@ -338,6 +339,8 @@ impl Engine {
             }
             e.publish_network(&n.spec.name);
         }
+        // A tunnel handed over that no network took is closed.
+        e.handed_tunnels.clear();
         // Namespace owners first, then the containers that share them.
         let (owners, sharers): (Vec<&SavedContainer>, Vec<&SavedContainer>) =
             saved.containers.iter().partition(|c| !c.mode.starts_with("container:"));
@@ -362,6 +365,11 @@ impl Engine {
         }
         if let Err(err) = e.sync_router() {
             eprintln!("tapnet: router: {err}");
+        }
+        if takeover {
+            if let Err(err) = e.dp.pause(false) {
+                eprintln!("tapnet: workers: {err}");
+            }
         }
         Ok(e)
     }
