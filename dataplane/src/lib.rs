@@ -465,6 +465,41 @@ impl Dataplane {
         Ok(self.broadcast(|done| Ctrl::Conntrack { done })?.into_iter().flatten().collect())
     }
 
+    /// Stop every worker's reading after its current batch (true), or let
+    /// them read again; returns once all have done so. While paused the
+    /// tables (connections, learned MACs) do not change: a live takeover
+    /// snapshots them then. Control messages are still served.
+    pub fn pause(&self, paused: bool) -> Result<(), DataplaneError> {
+        self.broadcast(|done| Ctrl::Pause { paused, done })?;
+        Ok(())
+    }
+
+    /// Every worker's connections, worker order, timers relative to now,
+    /// for a new process taking this one over ([`Dataplane::pause`] it
+    /// first so they do not change after).
+    pub fn conntrack_export(&self) -> Result<Vec<Vec<crate::nat::Exported>>, DataplaneError> {
+        self.broadcast(|done| Ctrl::ConntrackExport { done })
+    }
+
+    /// Track the connections another process exported: table `i` goes to
+    /// worker `i` (flow ownership is a function of the worker count, which
+    /// must be the same; extra tables are ignored). Before the workers
+    /// read, so that no packet of such a flow makes a new entry first.
+    /// Returns how many were taken (a full table or a taken tuple skips one).
+    pub fn conntrack_import(&self, tables: Vec<Vec<crate::nat::Exported>>) -> Result<usize, DataplaneError> {
+        let mut rxs = Vec::with_capacity(tables.len());
+        for (w, entries) in tables.into_iter().enumerate().take(self.workers.len()) {
+            let (tx, rx) = bounded(1);
+            self.send(w, Ctrl::ConntrackImport { entries, done: tx })?;
+            rxs.push(rx);
+        }
+        let mut n = 0;
+        for (w, rx) in rxs.into_iter().enumerate() {
+            n += rx.recv().map_err(|_| DataplaneError::WorkerGone(w))?;
+        }
+        Ok(n)
+    }
+
     /// Forget the connections tagged `tag`; returns how many.
     pub fn conntrack_forget(&self, tag: u32) -> Result<usize, DataplaneError> {
         Ok(self.broadcast(|done| Ctrl::ConntrackForget { tag, done })?.into_iter().sum())

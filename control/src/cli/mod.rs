@@ -131,12 +131,12 @@ pub struct DaemonArgs {
     pub keep: bool,
     /// Take over, live, from the daemon running on the same --socket and
     /// --state-dir (e.g. after an upgrade): receive its TAP queue
-    /// descriptors, lock and API listener over the socket, start, then let
-    /// it exit, leaving everything in place. Forwarding does not stop;
-    /// learned MACs are handed over too. --workers must match the running
-    /// daemon's. A daemon with an uplink or overlay networks cannot be
-    /// taken over (their sockets are not passed on): use `tapnet shutdown
-    /// --keep` and start the new daemon instead.
+    /// descriptors, its uplink's sockets (the uplink comes with them: no
+    /// --uplink here), its tunnels' sockets, lock and API listener over
+    /// the socket, start, then let it exit, leaving everything in place.
+    /// Forwarding pauses for tens of ms, losing nothing; learned MACs and
+    /// connection tracking are handed over too. --workers must match the
+    /// running daemon's.
     #[arg(long, conflicts_with = "uplink")]
     pub takeover: bool,
     /// Default MAC table bound per network.

@@ -163,7 +163,11 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ioe("install signal handlers", Path::new("-")))?;
     let adopt = !saved.networks.is_empty() || !saved.containers.is_empty();
     let made = match taken.as_mut() {
-        Some(t) => Engine::restore_handed(opts.engine.clone(), &saved, std::mem::take(&mut t.queues)),
+        Some(t) => {
+            let (queues, uplink, tunnels) =
+                (std::mem::take(&mut t.queues), t.uplink.take(), std::mem::take(&mut t.tunnels));
+            Engine::restore_handed(opts.engine.clone(), &saved, queues, uplink, tunnels, &t.handover.conntrack)
+        }
         None if adopt => Engine::restore(opts.engine.clone(), &saved),
         None => Engine::new(opts.engine.clone()),
     };
@@ -187,10 +191,15 @@ pub fn run(opts: DaemonOpts) -> Result<(), DaemonError> {
         work::Replies::new(server::Server::waker(&poll).map_err(ioe("create waker", Path::new("API")))?);
     if let Some(t) = &taken {
         let macs = engine.import_learned(&t.handover.macs);
+        let neighbours = engine.import_neighbours(&t.handover.neighbours);
         eprintln!(
-            "tapnet: taking over {} networks, {} containers and {macs} learned MACs from the daemon with pid {}",
+            "tapnet: taking over {} networks, {} containers, {macs} learned MACs{} from the daemon with pid {}",
             engine.saved().networks.len(),
             engine.saved().containers.len(),
+            match &t.handover.uplink {
+                Some(u) => format!(", the uplink on {} ({} sockets) and {neighbours} neighbours", u.link, u.sockets),
+                None => String::new(),
+            },
             t.handover.pid
         );
     } else if adopt {

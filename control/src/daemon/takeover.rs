@@ -6,22 +6,28 @@
 //! 1. The new daemon connects and sends `{"op":"takeover","workers":W}`.
 //! 2. The old daemon's engine thread takes it in turn with the changes, so
 //!    none is under way; it refuses (one error line, nothing changed) a
-//!    different worker count (queue `i` of every TAP is worker `i`'s), an
-//!    uplink or overlay networks (their sockets are not passed on). Else
+//!    different worker count (queue `i` of every TAP is worker `i`'s). Else
 //!    it saves `state.json` and answers `{"ok":true,"data":HANDOVER}`
 //!    ([`Handover`]: its pid, the workers, the whole saved state, each
 //!    endpoint's container, interface, port and queue count, the number
-//!    of descriptors that follow, and the learned MAC entries), then sends duplicates of the
+//!    of descriptors that follow, the learned MAC entries and the uplink:
+//!    its options, link, MAC, MTU, `--snat-ports` and socket count, its
+//!    ARP cache, the connection tables, and the tunnels: kind, underlay,
+//!    port, checksum mode, pool and socket count), then sends duplicates of the
 //!    descriptors with `SCM_RIGHTS`, at most [`MAX_FDS`] per message (one
 //!    byte `F` each): the state directory's lock (an `flock` goes with its
-//!    open file), the API socket's listener, then every endpoint's queues
-//!    in the order of `endpoints`.
+//!    open file), the API socket's listener, every endpoint's queues
+//!    in the order of `endpoints`, then the uplink's AF_PACKET sockets in
+//!    worker order, then every tunnel's (`tunnels` order; per tunnel as
+//!    `dataplane::port::tunnel_fds` lists them) (the fanout group and steering program are the
+//!    sockets', so the duplicates keep them; a macvlan child stays, the
+//!    old daemon does not delete it).
 //! 3. The new daemon builds its engine on them ([`Engine::restore_handed`]),
 //!    starts its workers and its API server on the same listener, and
-//!    sends `ready\n`. Until then the old daemon takes no change; both
-//!    read the same queues (the descriptors are duplicates of the same open
-//!    files), so each frame is read by one of the two, neither lost nor
-//!    doubled.
+//!    sends `ready\n`. Until then the old daemon takes no change and its
+//!    workers are paused (see below); the descriptors are duplicates of
+//!    the same open files, so each frame is read by one of the two,
+//!    neither lost nor doubled.
 //! 4. The old daemon answers `{"ok":true,"data":"handed over"}` and exits
 //!    0, leaving everything in place (as `--keep`, without saving again:
 //!    the state is the new daemon's now). Its queues close; the new
@@ -39,8 +45,13 @@
 //! The learned MAC entries go in the answer too (`macs`), and the new
 //! daemon learns them before it forwards (their age starts again); MACs
 //! learned by the old daemon after its answer are learned again by the
-//! new one from the next frame. Not handed over: connection tracking
-//! (there is none to lose without an uplink, which is refused).
+//! new one from the next frame. Connection tracking goes too: before it
+//! answers, the old daemon pauses its workers' reading (each finishes its
+//! batch) and exports every worker's table (`conntrack`), which the new
+//! daemon imports into the same workers before they read; the old
+//! workers stay paused until it exits (or resume if the takeover fails),
+//! so no table changes after the snapshot. That pause, logged, is the
+//! forwarding stall: the frames wait in the queues.
 //!
 //! [`Engine::restore_handed`]: crate::engine::Engine::restore_handed
 
@@ -54,7 +65,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{reply_line, Request};
-use crate::engine::{Engine, HandedQueues, Saved};
+use crate::engine::{Engine, HandedQueues, HandedTunnel, HandedUplink, Saved};
 
 /// Descriptors per message (the kernel's `SCM_MAX_FD` is 253).
 pub(super) const MAX_FDS: usize = 250;
@@ -92,11 +103,27 @@ pub struct Handover {
     pub workers: usize,
     pub saved: Saved,
     pub endpoints: Vec<HandedEndpoint>,
-    /// Descriptors sent after this line: lock, listener, then the queues.
+    /// Descriptors sent after this line: lock, listener, the queues, then
+    /// the uplink's sockets (worker order).
     pub fds: usize,
     /// The learned MAC entries of each network: (network, [(MAC, port)]).
     #[serde(default)]
     pub macs: Vec<(String, Vec<(String, u16)>)>,
+    /// The uplink, if any; its sockets are the last descriptors.
+    #[serde(default)]
+    pub uplink: Option<HandedUplink>,
+    /// The uplink's neighbours (ARP cache): (IP, MAC).
+    #[serde(default)]
+    pub neighbours: Vec<(std::net::Ipv4Addr, String)>,
+    /// Each worker's tracked connections, worker order, each as the words
+    /// of `dataplane::nat::Exported::to_words` (timers relative to the
+    /// export), taken while the workers were paused.
+    #[serde(default)]
+    pub conntrack: Vec<Vec<Vec<u64>>>,
+    /// The overlays' tunnels; their sockets follow the uplink's, tunnel
+    /// by tunnel.
+    #[serde(default)]
+    pub tunnels: Vec<HandedTunnel>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +251,31 @@ pub(super) fn give(
     if let Some(why) = engine.takeover_blocker() {
         return Err(why.into());
     }
+    // From here until the new daemon is ready, this one's workers read
+    // nothing (the frames wait in the queues for the new one), so the
+    // tables handed over stay true: the forwarding pause.
+    let t0 = std::time::Instant::now();
+    engine.pause(true).map_err(|e| format!("could not pause the workers: {e}"))?;
+    let r = give_paused(engine, store, conn, workers, lock, listener);
+    let paused = t0.elapsed();
+    if r.is_err() {
+        if let Err(e) = engine.pause(false) {
+            eprintln!("tapnet: could not resume the workers: {e}");
+        }
+    }
+    eprintln!("tapnet: takeover: this daemon's workers paused for {:.1} ms", paused.as_secs_f64() * 1e3);
+    r
+}
+
+fn give_paused(
+    engine: &Engine,
+    store: &super::state::Store,
+    conn: UnixStream,
+    workers: usize,
+    lock: BorrowedFd<'_>,
+    listener: BorrowedFd<'_>,
+) -> Result<(), String> {
+    let conntrack = engine.export_conntrack().map_err(|e| format!("could not export the connections: {e}"))?;
     let saved = engine.saved();
     store.save(&saved).map_err(|e| format!("could not save the state: {e}"))?;
     let queues = engine.handover_queues().map_err(|e| format!("could not duplicate the queues: {e}"))?;
@@ -239,10 +291,31 @@ pub(super) fn give(
             HandedEndpoint { container: c.clone(), ifname: ifname.clone(), port, queues: q.len() }
         })
         .collect();
+    let (uplink, sockets) = match engine.handover_uplink() {
+        Ok(Some((u, s))) => (Some(u), s),
+        Ok(None) => (None, Vec::new()),
+        Err(e) => return Err(format!("could not duplicate the uplink's sockets: {e}")),
+    };
+    let tunnels = engine.handover_tunnels().map_err(|e| format!("could not duplicate the tunnels' sockets: {e}"))?;
     let mut fds = vec![lock, listener];
     fds.extend(queues.iter().flat_map(|(_, _, q)| q.iter().map(|f| f.as_fd())));
+    fds.extend(sockets.iter().map(|f| f.as_fd()));
+    fds.extend(tunnels.iter().flat_map(|(_, s)| s.iter().map(|f| f.as_fd())));
+    let tunnels: Vec<HandedTunnel> = tunnels.iter().map(|(t, _)| t.clone()).collect();
     let macs = engine.learned_macs();
-    let h = Handover { pid: std::process::id(), workers, saved, endpoints, fds: fds.len(), macs };
+    let neighbours = engine.learned_neighbours();
+    let h = Handover {
+        pid: std::process::id(),
+        workers,
+        saved,
+        endpoints,
+        fds: fds.len(),
+        macs,
+        uplink,
+        neighbours,
+        conntrack,
+        tunnels,
+    };
     let value = serde_json::to_value(&h).map_err(|e| e.to_string())?;
     // The server's connection is non-blocking (the same open file): block
     // here, with a timeout, and give it back as it was.
@@ -283,6 +356,10 @@ pub(super) struct Taken {
     pub(super) lock: File,
     pub(super) listener: UnixListener,
     pub(super) queues: HandedQueues,
+    /// The uplink and its sockets, worker order.
+    pub(super) uplink: Option<(HandedUplink, Vec<OwnedFd>)>,
+    /// The tunnels and their sockets.
+    pub(super) tunnels: Vec<(HandedTunnel, Vec<OwnedFd>)>,
 }
 
 /// The new daemon's side: ask the daemon on `socket` for everything.
@@ -309,7 +386,11 @@ pub(super) fn take(socket: &Path, workers: usize) -> Result<Taken, TakeoverError
     }
     let handover: Handover = serde_json::from_value(reply.get("data").cloned().unwrap_or_default())
         .map_err(|e| TakeoverError::BadAnswer(e.to_string()))?;
-    let want: usize = 2 + handover.endpoints.iter().map(|e| e.queues).sum::<usize>();
+    let sockets = handover.uplink.as_ref().map_or(0, |u| u.sockets);
+    let want: usize = 2
+        + handover.endpoints.iter().map(|e| e.queues).sum::<usize>()
+        + sockets
+        + handover.tunnels.iter().map(|t| t.sockets).sum::<usize>();
     if handover.fds != want || handover.workers != workers {
         return Err(TakeoverError::BadAnswer(format!(
             "{} descriptors for {} endpoints, {} workers",
@@ -330,7 +411,9 @@ pub(super) fn take(socket: &Path, workers: usize) -> Result<Taken, TakeoverError
     for e in &handover.endpoints {
         queues.insert((e.container.clone(), e.ifname.clone()), fds.by_ref().take(e.queues).collect());
     }
-    Ok(Taken { conn, handover, lock, listener, queues })
+    let uplink = handover.uplink.clone().map(|u| (u, fds.by_ref().take(sockets).collect()));
+    let tunnels = handover.tunnels.iter().map(|t| (t.clone(), fds.by_ref().take(t.sockets).collect())).collect();
+    Ok(Taken { conn, handover, lock, listener, queues, uplink, tunnels })
 }
 
 impl Taken {

@@ -213,6 +213,8 @@ fn engine_loop(
                     match given {
                         Ok(()) => {
                             handed_over = true;
+                            // The macvlan child is the new daemon's now.
+                            engine.forget_made_links();
                             let _ = stops.send(Stop::Takeover);
                             Ok(serde_json::Value::String("handed over".into()))
                         }

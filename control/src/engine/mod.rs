@@ -57,8 +57,9 @@ mod view;
 use container::Container;
 use ids::IdPool;
 use network::Network;
+pub use overlay::HandedTunnel;
 pub use saved::{HandedQueues, Intent, Saved, SavedContainer, SavedEndpoint, SavedNetwork, STATE_VERSION};
-pub use uplink::{macvlan_name, parse_cidr_host, UplinkMode, UplinkOpts};
+pub use uplink::{macvlan_name, parse_cidr_host, HandedUplink, UplinkMode, UplinkOpts};
 use view::Published;
 pub use view::View;
 
@@ -236,6 +237,9 @@ pub struct Engine {
     seq: u64,
     uplink: Option<uplink::Uplink>,
     tunnels: HashMap<overlay::TunnelKey, overlay::Tunnel>,
+    /// Tunnels a daemon taken over handed over, until a restored network
+    /// uses them (then none is left: unused ones are closed).
+    handed_tunnels: HashMap<overlay::TunnelKey, (overlay::HandedTunnel, Vec<OwnedFd>)>,
     /// Per VTEP port: failed sends counted so far, and when they were last
     /// logged (rate-limited log of a peer that is down).
     peer_failures: std::sync::Mutex<HashMap<dataplane::port::PortId, (u64, u64)>>,
@@ -261,6 +265,19 @@ fn to_value<T: serde::Serialize>(x: &T) -> serde_json::Value {
 impl Engine {
     /// Start the dataplane, and set up the uplink if there is one.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
+        Engine::new_on(cfg, None, Vec::new(), false)
+    }
+
+    /// [`Engine::new`], on the uplink a daemon taken over handed over, if
+    /// any, instead of the configured one, and with the connections it
+    /// tracked (table `i` for worker `i`), imported before any port is
+    /// added, so before the workers read.
+    fn new_on(
+        cfg: EngineConfig,
+        handed: Option<(HandedUplink, Vec<OwnedFd>)>,
+        conntrack: Vec<Vec<dataplane::nat::Exported>>,
+        takeover: bool,
+    ) -> Result<Engine> {
         let dp = Dataplane::start(&DpConfig {
             workers: cfg.workers.max(1),
             pin: cfg.pin,
@@ -279,10 +296,24 @@ impl Engine {
             seq: 0,
             uplink: None,
             tunnels: HashMap::new(),
+            handed_tunnels: HashMap::new(),
             peer_failures: Default::default(),
             published: Published::default(),
         };
-        if let Some(u) = uplink {
+        if takeover {
+            // Nothing is read until every port is there (a frame read from
+            // the uplink or a tunnel before its container's port would be
+            // dropped): [`Engine::restore_from`] resumes.
+            e.dp.pause(true)?;
+        }
+        if !conntrack.is_empty() {
+            let n = e.dp.conntrack_import(conntrack)?;
+            eprintln!("tapnet: {n} tracked connections taken over");
+        }
+        if let Some((h, fds)) = handed {
+            e.uplink_adopt(&h, fds)?;
+            e.sync_router()?;
+        } else if let Some(u) = uplink {
             e.uplink_up(&u)?;
             e.sync_router()?;
         }

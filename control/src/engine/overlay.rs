@@ -48,6 +48,38 @@ pub(super) struct Tunnel {
     pub(super) port: PortId,
     pub(super) users: usize,
     pub(super) udp_csum: bool,
+    /// Its sockets ([`dataplane::port::tunnel_fds`]; the dataplane owns them).
+    pub(super) fds: Vec<std::os::fd::RawFd>,
+}
+
+/// A tunnel as a daemon taken over hands it to the new one (in the
+/// takeover answer), followed by its sockets' descriptors in the order of
+/// [`dataplane::port::tunnel_fds`]: the new daemon's network on the same
+/// tunnel uses them instead of opening any (a new VXLAN receive socket
+/// would join the reuseport group and take part of the traffic).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandedTunnel {
+    /// `vxlan` or `gre`.
+    pub encap: String,
+    pub underlay: Ipv4Addr,
+    pub port: u16,
+    pub udp_csum: bool,
+    /// Send sockets per worker (VXLAN).
+    pub pool: usize,
+    /// Descriptors that follow.
+    pub sockets: usize,
+}
+
+impl HandedTunnel {
+    fn key(&self) -> Option<TunnelKey> {
+        let encap = match self.encap.as_str() {
+            "vxlan" => Encap::Vxlan,
+            "gre" => Encap::Gre,
+            _ => return None,
+        };
+        Some(TunnelKey { encap, underlay: self.underlay, port: self.port })
+    }
 }
 
 /// An overlay network's tunnel and VTEPs.
@@ -241,15 +273,22 @@ impl Engine {
             }
             None => {
                 let k = plan.key;
-                let queues =
-                    dataplane::port::open_tunnel(k.encap, k.underlay, k.port, self.dp.workers(), plan.udp_csum)
-                        .map_err(|e| bad(&format!("open the {} tunnel on {}: {e}", k.encap.name(), k.underlay)))?;
+                let workers = self.dp.workers();
+                let queues = match self.handed_tunnels.remove(&k) {
+                    Some((h, fds)) => dataplane::port::tunnel_from_fds(k.encap, fds, workers, h.pool, h.udp_csum)
+                        .map_err(|e| {
+                            bad(&format!("the {} tunnel on {} handed over: {e}", k.encap.name(), k.underlay))
+                        })?,
+                    None => dataplane::port::open_tunnel(k.encap, k.underlay, k.port, workers, plan.udp_csum)
+                        .map_err(|e| bad(&format!("open the {} tunnel on {}: {e}", k.encap.name(), k.underlay)))?,
+                };
+                let fds = dataplane::port::tunnel_fds(&queues);
                 let port = self.port_ids.alloc("port")?;
                 if let Err(e) = self.dp.add_port(port, PortRole::Tunnel, u32::from(u16::MAX), queues) {
                     self.port_ids.release(port);
                     return Err(e.into());
                 }
-                self.tunnels.insert(k, Tunnel { port, users: 1, udp_csum: plan.udp_csum });
+                self.tunnels.insert(k, Tunnel { port, users: 1, udp_csum: plan.udp_csum, fds });
                 port
             }
         };
@@ -281,6 +320,55 @@ impl Engine {
             }
         }
         Ok(ov)
+    }
+
+    /// The tunnels and duplicates of their sockets, for a new daemon
+    /// taking this one over, sorted. The dataplane keeps its own.
+    pub fn handover_tunnels(&self) -> std::io::Result<Vec<(HandedTunnel, Vec<std::os::fd::OwnedFd>)>> {
+        use std::os::fd::FromRawFd;
+        let mut keys: Vec<&TunnelKey> = self.tunnels.keys().collect();
+        keys.sort_by_key(|k| (k.encap.name(), k.underlay, k.port));
+        let mut out = Vec::new();
+        for k in keys {
+            let t = &self.tunnels[k];
+            let mut fds = Vec::with_capacity(t.fds.len());
+            for &fd in &t.fds {
+                // SAFETY: F_DUPFD_CLOEXEC only makes a new descriptor for
+                // the file `fd` refers to, a tunnel socket the dataplane
+                // holds open while the tunnel is in `tunnels`.
+                let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if d < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: d is a descriptor just made, owned by nobody else.
+                fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(d) });
+            }
+            let workers = self.dp.workers().max(1);
+            let pool = match k.encap {
+                Encap::Vxlan => (fds.len() / workers).saturating_sub(1),
+                Encap::Gre => 0,
+            };
+            let h = HandedTunnel {
+                encap: k.encap.name().to_string(),
+                underlay: k.underlay,
+                port: k.port,
+                udp_csum: t.udp_csum,
+                pool,
+                sockets: fds.len(),
+            };
+            out.push((h, fds));
+        }
+        Ok(out)
+    }
+
+    /// Keep the tunnels a daemon taken over handed over, for the networks
+    /// restored next to use; an unknown kind is dropped (closed).
+    pub(super) fn take_handed_tunnels(&mut self, tunnels: Vec<(HandedTunnel, Vec<std::os::fd::OwnedFd>)>) {
+        for (h, fds) in tunnels {
+            if let Some(k) = h.key() {
+                self.handed_tunnels.insert(k, (h, fds));
+            }
+        }
     }
 
     /// Remove a network's VTEPs and, with its last network, the tunnel.

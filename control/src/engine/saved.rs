@@ -166,17 +166,11 @@ impl Engine {
         Saved { version: STATE_VERSION, networks, containers, intent: None }
     }
 
-    /// Why this engine cannot be handed to a new daemon, if it cannot:
-    /// the uplink's AF_PACKET sockets and the overlays' tunnel sockets are
-    /// not passed on (yet).
+    /// Why this engine cannot be handed to a new daemon, if it cannot
+    /// (nothing today: TAP queues, the uplink's and the tunnels' sockets
+    /// are all passed on).
     pub fn takeover_blocker(&self) -> Option<&'static str> {
-        if self.uplink.is_some() {
-            Some("a daemon with an uplink cannot be taken over (its sockets are not passed on); use `tapnet shutdown --keep` and start the new daemon")
-        } else if self.networks.values().any(|n| n.overlay.is_some()) {
-            Some("a daemon with overlay networks cannot be taken over (their sockets are not passed on); use `tapnet shutdown --keep` and start the new daemon")
-        } else {
-            None
-        }
+        None
     }
 
     /// Duplicates of every endpoint's queue descriptors, for a new daemon
@@ -222,6 +216,43 @@ impl Engine {
         v
     }
 
+    /// Stop (true) or resume the workers' reading: while a takeover
+    /// snapshots the tables and until the new daemon reads.
+    pub fn pause(&self, paused: bool) -> Result<()> {
+        Ok(self.dp.pause(paused)?)
+    }
+
+    /// Every worker's tracked connections as words
+    /// ([`dataplane::nat::Exported::to_words`]), worker order, for a new
+    /// daemon taking this one over (pause first).
+    pub fn export_conntrack(&self) -> Result<Vec<Vec<Vec<u64>>>> {
+        let tables = self.dp.conntrack_export()?;
+        Ok(tables.iter().map(|t| t.iter().map(|x| x.to_words().to_vec()).collect()).collect())
+    }
+
+    /// The uplink's neighbours (ARP cache), for a new daemon taking this
+    /// one over: (IP, MAC), sorted. An ARP reply that arrives during the
+    /// takeover is read by one of the two daemons only, so the new one
+    /// would otherwise wait for its next request (a second).
+    pub fn learned_neighbours(&self) -> Vec<(Ipv4Addr, String)> {
+        let now = self.dp.now_ms();
+        self.dp.arp().entries(now).into_iter().map(|(ip, mac, _)| (ip, mac.to_string())).collect()
+    }
+
+    /// Take the neighbours a daemon taken over knew (their age starts
+    /// again). Returns how many were taken.
+    pub fn import_neighbours(&self, neighbours: &[(Ipv4Addr, String)]) -> usize {
+        if self.uplink.is_none() {
+            return 0;
+        }
+        let now = self.dp.now_ms();
+        neighbours
+            .iter()
+            .filter_map(|(ip, mac)| Some((*ip, mac.parse::<MacAddr>().ok()?)))
+            .filter(|&(ip, mac)| self.dp.arp().update(ip, mac, now, true))
+            .count()
+    }
+
     /// Learn the MACs a daemon taken over had learned (their age starts
     /// again); an entry for a port that is not one of the network's
     /// container ports here is skipped. Returns how many were learned.
@@ -252,19 +283,44 @@ impl Engine {
     /// containers of `saved`. Fails, having only made networks in its own
     /// dataplane (which go with it), if a network cannot be made again.
     pub fn restore(cfg: EngineConfig, saved: &Saved) -> Result<Engine> {
-        Engine::restore_from(cfg, saved, None)
+        Engine::restore_from(cfg, saved, None, None, Vec::new(), Vec::new())
     }
 
     /// [`Engine::restore`] for a live takeover: the endpoints' queues are
     /// the ones the old daemon handed over (still read by it until it
     /// exits: each frame goes to one of the two), not new ones. An
     /// endpoint without handed queues is dropped, with a log line.
-    pub fn restore_handed(cfg: EngineConfig, saved: &Saved, queues: HandedQueues) -> Result<Engine> {
-        Engine::restore_from(cfg, saved, Some(queues))
+    /// The uplink, if `uplink` is given, is the old daemon's too (its
+    /// sockets, link and MAC), in place of any configured one.
+    /// The connections it tracked (`conntrack`, from
+    /// [`Engine::export_conntrack`]) are tracked here before any queue is
+    /// read.
+    pub fn restore_handed(
+        cfg: EngineConfig,
+        saved: &Saved,
+        queues: HandedQueues,
+        uplink: Option<(super::HandedUplink, Vec<OwnedFd>)>,
+        tunnels: Vec<(super::HandedTunnel, Vec<OwnedFd>)>,
+        conntrack: &[Vec<Vec<u64>>],
+    ) -> Result<Engine> {
+        let tables = conntrack
+            .iter()
+            .map(|t| t.iter().filter_map(|w| dataplane::nat::Exported::from_words(w)).collect())
+            .collect();
+        Engine::restore_from(cfg, saved, Some(queues), uplink, tunnels, tables)
     }
 
-    fn restore_from(cfg: EngineConfig, saved: &Saved, mut handed: Option<HandedQueues>) -> Result<Engine> {
-        let mut e = Engine::new(cfg)?;
+    fn restore_from(
+        cfg: EngineConfig,
+        saved: &Saved,
+        mut handed: Option<HandedQueues>,
+        uplink: Option<(super::HandedUplink, Vec<OwnedFd>)>,
+        tunnels: Vec<(super::HandedTunnel, Vec<OwnedFd>)>,
+        conntrack: Vec<Vec<dataplane::nat::Exported>>,
+    ) -> Result<Engine> {
+        let takeover = handed.is_some();
+        let mut e = Engine::new_on(cfg, uplink, conntrack, takeover)?;
+        e.take_handed_tunnels(tunnels);
         // The endpoints keep their port ids: take them before the
         // overlays' VTEPs are given theirs.
         for ep in saved.containers.iter().flat_map(|c| &c.endpoints) {
@@ -283,6 +339,8 @@ impl Engine {
             }
             e.publish_network(&n.spec.name);
         }
+        // A tunnel handed over that no network took is closed.
+        e.handed_tunnels.clear();
         // Namespace owners first, then the containers that share them.
         let (owners, sharers): (Vec<&SavedContainer>, Vec<&SavedContainer>) =
             saved.containers.iter().partition(|c| !c.mode.starts_with("container:"));
@@ -307,6 +365,11 @@ impl Engine {
         }
         if let Err(err) = e.sync_router() {
             eprintln!("tapnet: router: {err}");
+        }
+        if takeover {
+            if let Err(err) = e.dp.pause(false) {
+                eprintln!("tapnet: workers: {err}");
+            }
         }
         Ok(e)
     }

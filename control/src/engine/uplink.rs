@@ -19,6 +19,7 @@
 //! (`dataplane::port::packet`, `dataplane::port::steer`).
 
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use dataplane::port::{packet, PortQueue};
 use dataplane::router::{Subnet, UplinkConfig};
@@ -58,6 +59,32 @@ pub(super) struct Uplink {
     /// Whether tapnet made `link` (and must delete it).
     pub(super) made: bool,
     pub(super) cfg: UplinkConfig,
+    /// The sockets' descriptors, worker order (the dataplane owns them).
+    pub(super) fds: Vec<RawFd>,
+}
+
+/// The uplink as a daemon taken over hands it to the new one (in the
+/// takeover answer), followed by its sockets' descriptors, one per worker
+/// in worker order: the new daemon uses the same link, MAC and sockets
+/// (fanout group and steering program included) and makes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandedUplink {
+    pub iface: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub mode: UplinkMode,
+    /// The interface the sockets are bound to.
+    pub link: String,
+    pub mac: String,
+    pub mtu: u32,
+    /// Whether tapnet made `link` (the new daemon deletes it at shutdown).
+    pub made: bool,
+    /// `--snat-ports`, which the steering program was built with.
+    pub snat_ports: (u16, u16),
+    /// Descriptors that follow: one per worker.
+    pub sockets: usize,
 }
 
 /// The name of the macvlan child tapnet makes on a parent of index `i`.
@@ -137,6 +164,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        let fds = queues.iter().map(|q| q.as_raw_fd()).collect();
         let queues = queues.into_iter().map(PortQueue::Packet).collect();
         if let Err(e) = self.dp.add_port(port, PortRole::Uplink, mtu, queues) {
             self.port_ids.release(port);
@@ -151,7 +179,73 @@ impl Engine {
             gateway: opts.gateway,
             mtu,
         };
-        self.uplink = Some(Uplink { opts: opts.clone(), link, made, cfg });
+        self.uplink = Some(Uplink { opts: opts.clone(), link, made, cfg, fds });
+        Ok(())
+    }
+
+    /// The uplink and duplicates of its sockets, for a new daemon taking
+    /// this one over. The dataplane keeps its own.
+    pub fn handover_uplink(&self) -> std::io::Result<Option<(HandedUplink, Vec<OwnedFd>)>> {
+        let Some(u) = &self.uplink else { return Ok(None) };
+        let mut fds = Vec::with_capacity(u.fds.len());
+        for &fd in &u.fds {
+            // SAFETY: F_DUPFD_CLOEXEC only makes a new descriptor for the
+            // file `fd` refers to, an uplink socket the dataplane holds
+            // open while this engine has the uplink.
+            let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if d < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: d is a descriptor just made, owned by nobody else.
+            fds.push(unsafe { OwnedFd::from_raw_fd(d) });
+        }
+        let h = HandedUplink {
+            iface: u.opts.iface.clone(),
+            ip: u.opts.ip,
+            prefix: u.opts.prefix,
+            gateway: u.opts.gateway,
+            mode: u.opts.mode,
+            link: u.link.clone(),
+            mac: u.cfg.mac.to_string(),
+            mtu: u.cfg.mtu,
+            made: u.made,
+            snat_ports: (*self.cfg.snat_ports.start(), *self.cfg.snat_ports.end()),
+            sockets: fds.len(),
+        };
+        Ok(Some((h, fds)))
+    }
+
+    /// After a takeover: the uplink's link is the new daemon's now, not to
+    /// be deleted when this one lets go.
+    pub fn forget_made_links(&mut self) {
+        if let Some(u) = self.uplink.as_mut() {
+            u.made = false;
+        }
+    }
+
+    /// Take the uplink a daemon taken over handed over: its sockets, link
+    /// and MAC, making nothing (the old daemon's options and `--snat-ports`
+    /// replace this engine's, which the takeover leaves unset).
+    pub(super) fn uplink_adopt(&mut self, h: &HandedUplink, fds: Vec<OwnedFd>) -> Result<()> {
+        let bad = |why: String| EngineError::Uplink(format!("the uplink handed over: {why}"));
+        if fds.len() != self.dp.workers() {
+            return Err(bad(format!("{} sockets for {} workers", fds.len(), self.dp.workers())));
+        }
+        let mac: MacAddr = h.mac.parse().map_err(|_| bad(format!("bad MAC {:?}", h.mac)))?;
+        let queues = packet::from_fds(fds).map_err(|e| bad(e.to_string()))?;
+        let opts = UplinkOpts { iface: h.iface.clone(), ip: h.ip, prefix: h.prefix, gateway: h.gateway, mode: h.mode };
+        self.cfg.uplink = Some(opts.clone());
+        self.cfg.snat_ports = h.snat_ports.0..=h.snat_ports.1;
+        let port = self.port_ids.alloc("port")?;
+        let fds = queues.iter().map(|q| q.as_raw_fd()).collect();
+        let queues = queues.into_iter().map(PortQueue::Packet).collect();
+        if let Err(e) = self.dp.add_port(port, PortRole::Uplink, h.mtu, queues) {
+            self.port_ids.release(port);
+            return Err(e.into());
+        }
+        let cfg =
+            UplinkConfig { port, ip: h.ip, subnet: Subnet::new(h.ip, h.prefix), mac, gateway: h.gateway, mtu: h.mtu };
+        self.uplink = Some(Uplink { opts, link: h.link.clone(), made: h.made, cfg, fds });
         Ok(())
     }
 

@@ -400,6 +400,117 @@ impl Entry {
     }
 }
 
+/// A tracked flow as a live takeover carries it to another process
+/// ([`Conntrack::export`], [`Conntrack::import`]): its timers relative to
+/// the moment of the export, since the two processes' clocks differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exported {
+    pub original: FlowKey,
+    pub reply: FlowKey,
+    pub tag: u32,
+    pub state: State,
+    pub replied: bool,
+    fin: u8,
+    /// Since it was created, since its last packet, and until it expires.
+    pub age_ms: u64,
+    pub idle_ms: u64,
+    pub left_ms: u64,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+const TCP_STATES: [TcpState; 7] = [
+    TcpState::SynSent,
+    TcpState::SynRecv,
+    TcpState::Established,
+    TcpState::FinWait,
+    TcpState::LastAck,
+    TcpState::TimeWait,
+    TcpState::Close,
+];
+
+impl Exported {
+    /// Words for a text format (the takeover's JSON), read back by
+    /// [`Exported::from_words`].
+    pub fn to_words(&self) -> [u64; 14] {
+        let key = |k: &FlowKey| {
+            let proto = match k.proto {
+                Proto::Tcp => 0u64,
+                Proto::Udp => 1,
+                Proto::Icmp => 2,
+            };
+            (
+                u64::from(u32::from(k.src)) << 32 | u64::from(u32::from(k.dst)),
+                proto << 32 | u64::from(k.sport) << 16 | u64::from(k.dport),
+            )
+        };
+        let state = match self.state {
+            State::Tcp(t) => TCP_STATES.iter().position(|&x| x == t).unwrap_or(0) as u64,
+            State::Udp => 100,
+            State::Icmp => 101,
+        };
+        let (o0, o1) = key(&self.original);
+        let (r0, r1) = key(&self.reply);
+        [
+            o0,
+            o1,
+            r0,
+            r1,
+            u64::from(self.tag),
+            state,
+            u64::from(self.replied) << 8 | u64::from(self.fin),
+            self.age_ms,
+            self.idle_ms,
+            self.left_ms,
+            self.packets[0],
+            self.packets[1],
+            self.bytes[0],
+            self.bytes[1],
+        ]
+    }
+
+    /// The inverse of [`Exported::to_words`]; `None` for words it does not
+    /// make.
+    pub fn from_words(w: &[u64]) -> Option<Exported> {
+        if w.len() != 14 {
+            return None;
+        }
+        let key = |a: u64, b: u64| {
+            let proto = match b >> 32 {
+                0 => Proto::Tcp,
+                1 => Proto::Udp,
+                2 => Proto::Icmp,
+                _ => return None,
+            };
+            Some(FlowKey::new(
+                proto,
+                Ipv4Addr::from((a >> 32) as u32),
+                (b >> 16) as u16,
+                Ipv4Addr::from(a as u32),
+                b as u16,
+            ))
+        };
+        let state = match w[5] {
+            100 => State::Udp,
+            101 => State::Icmp,
+            i => State::Tcp(*TCP_STATES.get(usize::try_from(i).ok()?)?),
+        };
+        Some(Exported {
+            original: key(w[0], w[1])?,
+            reply: key(w[2], w[3])?,
+            tag: u32::try_from(w[4]).ok()?,
+            state,
+            replied: w[6] >> 8 & 1 == 1,
+            fin: w[6] as u8,
+            age_ms: w[7],
+            idle_ms: w[8],
+            left_ms: w[9],
+            packets: [w[10], w[11]],
+            bytes: [w[12], w[13]],
+        })
+    }
+}
+
 /// A new flow for [`Conntrack::insert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewFlow {
@@ -703,6 +814,65 @@ impl Conntrack {
         freed
     }
 
+    /// The live entries, for a new process taking this one over: control
+    /// plane only (a pass over the table, a vector).
+    pub fn export(&self, now: u64) -> Vec<Exported> {
+        self.iter(now)
+            .map(|l| {
+                let e = l.entry;
+                Exported {
+                    original: e.original,
+                    reply: e.reply,
+                    tag: e.tag,
+                    state: e.state,
+                    replied: e.replied,
+                    fin: e.fin,
+                    age_ms: now.saturating_sub(e.created_ms),
+                    idle_ms: now.saturating_sub(e.last_seen_ms),
+                    left_ms: l.timeout_left_ms(now),
+                    packets: e.packets,
+                    bytes: e.bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// Track an entry another process exported, as it was there (state,
+    /// counters, NAT allocation; its timers go on from `now`). Errors as
+    /// for [`Conntrack::insert`], without reclaiming: the table is filled
+    /// before any packet.
+    pub fn import(&mut self, x: &Exported, now: u64) -> Result<EntryId, ConntrackError> {
+        if x.original.proto != x.reply.proto || x.original == x.reply {
+            return Err(ConntrackError::BadTuples);
+        }
+        for key in [&x.original, &x.reply] {
+            if self.lookup(key, now).is_some() {
+                return Err(ConntrackError::Exists);
+            }
+        }
+        let Some(index) = self.free.pop() else { return Err(ConntrackError::Full) };
+        let i = index as usize;
+        let gen = self.entries[i].gen;
+        self.entries[i] = Entry {
+            original: x.original,
+            reply: x.reply,
+            kind: Kind::of(&x.original, &x.reply),
+            tag: x.tag,
+            state: x.state,
+            replied: x.replied,
+            created_ms: now.saturating_sub(x.age_ms),
+            last_seen_ms: now.saturating_sub(x.idle_ms),
+            packets: x.packets,
+            bytes: x.bytes,
+            fin: x.fin,
+            gen,
+        };
+        self.deadlines[i] = deadline(now, x.left_ms.max(1));
+        self.map.insert(x.original, Slot { index, dir: Dir::Original });
+        self.map.insert(x.reply, Slot { index, dir: Dir::Reply });
+        Ok(EntryId { index, gen })
+    }
+
     /// The live (unexpired) entries, in slot order, for `tapnet conntrack`.
     pub fn iter(&self, now: u64) -> impl Iterator<Item = Live<'_>> + '_ {
         self.entries.iter().zip(&self.deadlines).enumerate().filter(move |(_, (_, d))| **d != FREE && **d > now).map(
@@ -834,6 +1004,40 @@ mod tests {
         let ct = table(100);
         assert_eq!((ct.len(), ct.capacity(), ct.is_empty()), (0, 100, true));
         assert!(ct.map.capacity() >= 400);
+    }
+
+    #[test]
+    fn an_exported_table_is_imported_as_it_was_with_its_timers_relative() {
+        let mut a = table(16);
+        let (o, r) = snat(Proto::Tcp, 40000, 443, 61000);
+        let id = a.insert(flow(o, r, Flags::SYN), 1_000).unwrap();
+        a.update(id, Dir::Reply, Flags::SYN | Flags::ACK, 60, 1_010).unwrap();
+        a.update(id, Dir::Original, Flags::ACK, 52, 1_020).unwrap();
+        let (uo, ur) = snat(Proto::Udp, 5000, 53, 62000);
+        a.insert(flow(uo, ur, Flags::ACK), 1_500).unwrap();
+        let out = a.export(2_000);
+        assert_eq!(out.len(), 2);
+        let words: Vec<[u64; 14]> = out.iter().map(Exported::to_words).collect();
+        let back: Vec<Exported> = words.iter().map(|w| Exported::from_words(w).unwrap()).collect();
+        assert_eq!(back, out);
+        assert!(Exported::from_words(&words[0][..13]).is_none());
+        // Another process, another clock.
+        let mut b = table(16);
+        for x in &back {
+            b.import(x, 5_000).unwrap();
+        }
+        assert_eq!(b.import(&back[0], 5_000).unwrap_err(), ConntrackError::Exists);
+        let (bid, dir) = b.lookup(&r, 5_000).unwrap();
+        assert_eq!(dir, Dir::Reply);
+        let e = b.get(bid).unwrap();
+        assert_eq!(e.state, State::Tcp(TcpState::Established));
+        assert!(e.replied);
+        assert_eq!((e.packets, e.kind, e.tag), ([2, 1], Kind::Snat, 7));
+        assert_eq!(b.expires_ms(bid).unwrap() - 5_000, out[0].left_ms);
+        assert_eq!(b.export(5_000), out);
+        let mut full = table(1);
+        full.import(&back[0], 0).unwrap();
+        assert_eq!(full.import(&back[1], 0).unwrap_err(), ConntrackError::Full);
     }
 
     #[test]

@@ -144,7 +144,9 @@ pub mod icmp;
 pub mod rewrite;
 pub mod tuple;
 
-pub use conntrack::{Conntrack, ConntrackError, Dir, Entry, EntryId, Kind, NewFlow, State, TcpState, Timeouts};
+pub use conntrack::{
+    Conntrack, ConntrackError, Dir, Entry, EntryId, Exported, Kind, NewFlow, State, TcpState, Timeouts,
+};
 pub use icmp::{build_error, BuildError, ErrorKind, Suppressed};
 pub use rewrite::{decrement_ttl, rewrite, rewrite_icmp_error, IcmpErrorRewrite, L4Csum, RewriteError};
 pub use tuple::{classify, Classified, Flow, FlowKey, IcmpErrorInfo, NatDrop, Proto};

@@ -95,7 +95,9 @@ use std::ptr;
 use std::sync::Arc;
 
 use super::steer::worker_for;
-use super::udp::{attach_filter, bind, from_sockaddr, send_msgs, set_buffer, setsockopt, sockaddr, socket, DROP_ALL};
+use super::udp::{
+    attach_filter, bind, from_sockaddr, local_addr, send_msgs, set_buffer, setsockopt, sockaddr, socket, DROP_ALL,
+};
 pub use super::udp::{Sent, MAX_RECV_BATCH, MAX_SEND_BATCH, MAX_SOCKETS};
 
 /// GRE Protocol Type of Transparent Ethernet Bridging (RFC 1701 §3.3).
@@ -128,6 +130,9 @@ pub enum GreError {
     /// Reading away what was queued before the socket was bound failed.
     #[error("empty a new raw GRE socket")]
     Drain(#[source] io::Error),
+    /// Reading back the address a handed-over socket is bound to failed.
+    #[error("read the address of a raw GRE socket")]
+    LocalAddr(#[source] io::Error),
 }
 
 /// What one received message holds.
@@ -267,6 +272,21 @@ pub fn open_gre(underlay: Ipv4Addr, workers: usize) -> Result<Vec<GreQueue>, Gre
     // From here on the socket only matches packets to `underlay`; the
     // kernel ignores the option's value.
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &0 as &libc::c_int).map_err(opt("SO_DETACH_FILTER"))?;
+    let fd = Arc::new(fd);
+    let receiver = receiver_of(underlay, workers);
+    Ok((0..workers)
+        .map(|w| GreQueue { fd: Arc::clone(&fd), local: underlay, receives: w == receiver, scratch: Scratch::new() })
+        .collect())
+}
+
+/// The queues of a GRE tunnel [`open_gre`] opened, from a duplicate of
+/// its socket (handed over by another process): the binding is the
+/// socket's. Off the hot path.
+pub fn gre_from_fd(fd: OwnedFd, workers: usize) -> Result<Vec<GreQueue>, GreError> {
+    if workers == 0 || workers > MAX_SOCKETS {
+        return Err(GreError::Workers(workers));
+    }
+    let underlay = *local_addr(&fd).map_err(GreError::LocalAddr)?.ip();
     let fd = Arc::new(fd);
     let receiver = receiver_of(underlay, workers);
     Ok((0..workers)

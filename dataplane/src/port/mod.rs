@@ -32,7 +32,7 @@ pub mod tap;
 pub mod udp;
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::packet::PacketBuf;
 use crate::stats::DropReason;
@@ -447,6 +447,71 @@ pub fn open_tunnel(
             .into_iter()
             .map(PortQueue::Gre)
             .collect(),
+    })
+}
+
+/// A tunnel's sockets, in the order [`tunnel_from_fds`] takes them: for
+/// VXLAN each worker's receive socket then its send pool; for GRE the one
+/// socket. Raw numbers of descriptors the queues own.
+pub fn tunnel_fds(queues: &[PortQueue]) -> Vec<RawFd> {
+    let mut v = Vec::new();
+    for q in queues {
+        match q {
+            PortQueue::Vxlan(q) => {
+                v.push(q.as_raw_fd());
+                v.extend(q.pool_fds());
+            }
+            PortQueue::Gre(q) => {
+                if v.is_empty() {
+                    v.push(q.as_raw_fd());
+                }
+            }
+            PortQueue::Tap(_) | PortQueue::Packet(_) => {}
+        }
+    }
+    v
+}
+
+/// The queues of a tunnel [`open_tunnel`] opened, on duplicates of its
+/// sockets in the order of [`tunnel_fds`] (handed over by another
+/// process); `pool` is the send pool's size.
+pub fn tunnel_from_fds(
+    encap: crate::overlay::tunnel::Encap,
+    fds: Vec<OwnedFd>,
+    workers: usize,
+    pool: usize,
+    udp_csum: bool,
+) -> io::Result<Vec<PortQueue>> {
+    use crate::overlay::tunnel::Encap;
+    let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("{} sockets handed over", fds.len()));
+    Ok(match encap {
+        Encap::Vxlan => {
+            if workers == 0 || fds.len() != workers * (1 + pool) {
+                return Err(bad());
+            }
+            let (mut rx, mut pools) = (Vec::with_capacity(workers), Vec::with_capacity(workers));
+            let mut it = fds.into_iter();
+            for _ in 0..workers {
+                rx.push(it.next().expect("counted"));
+                pools.push(it.by_ref().take(pool).collect());
+            }
+            udp::vxlan_from_fds(rx, pools, udp_csum)
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .into_iter()
+                .map(PortQueue::Vxlan)
+                .collect()
+        }
+        Encap::Gre => {
+            if fds.len() != 1 {
+                return Err(bad());
+            }
+            let fd = fds.into_iter().next().expect("counted");
+            gre::gre_from_fd(fd, workers)
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .into_iter()
+                .map(PortQueue::Gre)
+                .collect()
+        }
     })
 }
 

@@ -126,6 +126,14 @@ pub enum PacketError {
     /// Reading back the id the kernel chose for a new group failed.
     #[error("read the id of the new fanout group")]
     FanoutId(#[source] io::Error),
+    /// A descriptor handed over is not an AF_PACKET socket bound to an
+    /// interface and in a fanout group ([`from_fds`]).
+    #[error("descriptor {index} handed over is not a bound AF_PACKET socket in a fanout group")]
+    NotAFanoutSocket {
+        index: usize,
+        #[source]
+        source: io::Error,
+    },
     /// The kernel refused the steering program.
     #[error("attach the steering program to fanout group {group}")]
     FanoutProgram {
@@ -622,6 +630,37 @@ pub fn open_fanout<'a>(
     Ok(queues)
 }
 
+/// The queues of a fanout group opened by [`open_fanout`], from
+/// duplicates of its sockets (handed over by another process, in the same
+/// order): the fanout membership, the steering program and the binding
+/// belong to the sockets, so `queues[i]` receives what the original
+/// `queues[i]` did, and each frame goes to one of the two while both are
+/// open. Off the hot path: two system calls per socket.
+pub fn from_fds(fds: Vec<OwnedFd>) -> Result<Vec<PacketQueue>, PacketError> {
+    if fds.is_empty() || fds.len() > MAX_FANOUT {
+        return Err(PacketError::FanoutSize(fds.len()));
+    }
+    let mut queues = Vec::with_capacity(fds.len());
+    for (index, fd) in fds.into_iter().enumerate() {
+        let bad = |source| PacketError::NotAFanoutSocket { index, source };
+        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: fd is open; addr and len are valid for writes of the
+        // sizes given for the duration of the call.
+        let rc = unsafe { libc::getsockname(fd.as_raw_fd(), (&mut addr as *mut libc::sockaddr_ll).cast(), &mut len) };
+        if rc < 0 {
+            return Err(bad(io::Error::last_os_error()));
+        }
+        if addr.sll_family != libc::AF_PACKET as libc::c_ushort || addr.sll_ifindex <= 0 {
+            return Err(bad(io::Error::from_raw_os_error(libc::ENOTSOCK)));
+        }
+        let id = fanout_id(&fd).map_err(bad)?;
+        queues.push(PacketQueue { fd, ifindex: addr.sll_ifindex as u32, fanout: Some(id), scratch: Scratch::new() });
+    }
+    Ok(queues)
+}
+
 /// The id of the fanout group `fd` belongs to (`getsockopt(PACKET_FANOUT)`
 /// returns `id | type << 16 | flags << 24`).
 fn fanout_id(fd: &OwnedFd) -> io::Result<u16> {
@@ -845,6 +884,15 @@ mod tests {
         assert_eq!(interface_index("lo").unwrap(), 1);
         assert_eq!(Iface::from("lo"), Iface::Name("lo"));
         assert_eq!(Iface::from(7u32), Iface::Index(7));
+    }
+
+    #[test]
+    fn handed_descriptors_must_be_packet_sockets() {
+        assert!(matches!(from_fds(Vec::new()), Err(PacketError::FanoutSize(0))));
+        let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        assert!(matches!(from_fds(vec![null]), Err(PacketError::NotAFanoutSocket { index: 0, .. })));
+        let udp = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+        assert!(matches!(from_fds(vec![udp]), Err(PacketError::NotAFanoutSocket { index: 0, .. })));
     }
 
     #[test]

@@ -393,7 +393,7 @@ pub(super) fn bind(fd: &OwnedFd, addr: SocketAddrV4) -> io::Result<()> {
     Ok(())
 }
 
-fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddrV4> {
+pub(super) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddrV4> {
     // SAFETY: sockaddr_in is a plain C struct; all-zero is valid.
     let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -555,7 +555,41 @@ pub fn open_vxlan(
     Ok(queues)
 }
 
+/// The queues of a VXLAN tunnel endpoint [`open_vxlan`] opened, from
+/// duplicates of its sockets (handed over by another process): `rx[i]` and
+/// `pools[i]` are worker *i*'s receive socket and send pool, in their
+/// order. The reuseport group, the bindings and the checksum option belong
+/// to the sockets, so the duplicates keep them; `udp_csum` must be the
+/// mode they were opened with. Off the hot path.
+pub fn vxlan_from_fds(
+    rx: Vec<OwnedFd>,
+    pools: Vec<Vec<OwnedFd>>,
+    udp_csum: bool,
+) -> Result<Vec<UdpTunnelQueue>, UdpError> {
+    if rx.is_empty() || rx.len() > MAX_SOCKETS || pools.len() != rx.len() {
+        return Err(UdpError::Workers(rx.len()));
+    }
+    let mut queues = Vec::with_capacity(rx.len());
+    for (rx, pool) in rx.into_iter().zip(pools) {
+        if pool.is_empty() || pool.len() > MAX_SOCKETS {
+            return Err(UdpError::Pool(pool.len()));
+        }
+        let local = local_addr(&rx).map_err(UdpError::LocalAddr)?;
+        let pool = pool
+            .into_iter()
+            .map(|fd| Ok(Sender { port: local_addr(&fd).map_err(UdpError::LocalAddr)?.port(), fd }))
+            .collect::<Result<Vec<_>, UdpError>>()?;
+        queues.push(UdpTunnelQueue { rx, local, pool, udp_csum, scratch: Scratch::new() });
+    }
+    Ok(queues)
+}
+
 impl UdpTunnelQueue {
+    /// The send pool's descriptors, in order (for a takeover).
+    pub fn pool_fds(&self) -> Vec<RawFd> {
+        self.pool.iter().map(|s| s.fd.as_raw_fd()).collect()
+    }
+
     /// The address the receive group is bound to (the port resolved if 0
     /// was asked for).
     pub fn local_addr(&self) -> SocketAddrV4 {
@@ -839,6 +873,38 @@ pub(crate) mod tests {
             matches!(&e, UdpError::Bind { source, .. } if source.raw_os_error() == Some(libc::EADDRNOTAVAIL)),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_tunnel_is_rebuilt_on_duplicates_of_its_sockets() {
+        let dup = unsafe_dup;
+        let qs = open_vxlan(LOCALHOST, 0, 2, 3, true).unwrap();
+        let rx: Vec<OwnedFd> = qs.iter().map(|q| dup(q.as_raw_fd())).collect();
+        let pools: Vec<Vec<OwnedFd>> = qs.iter().map(|q| q.pool_fds().into_iter().map(dup).collect()).collect();
+        let back = vxlan_from_fds(rx, pools, true).unwrap();
+        for (a, b) in qs.iter().zip(&back) {
+            assert_eq!(a.local_addr(), b.local_addr());
+            assert_eq!(a.pool_len(), b.pool_len());
+            assert_eq!(
+                (0..3).map(|i| a.source_port(i)).collect::<Vec<_>>(),
+                (0..3).map(|i| b.source_port(i)).collect::<Vec<_>>()
+            );
+            assert!(b.udp_csum());
+        }
+        assert!(matches!(vxlan_from_fds(Vec::new(), Vec::new(), false), Err(UdpError::Workers(0))));
+        let rx = vec![dup(qs[0].as_raw_fd())];
+        assert!(matches!(vxlan_from_fds(rx, vec![Vec::new()], false), Err(UdpError::Pool(0))));
+    }
+
+    /// A new descriptor for the file `fd` refers to.
+    fn unsafe_dup(fd: RawFd) -> OwnedFd {
+        // SAFETY: F_DUPFD_CLOEXEC only makes a new descriptor for an open
+        // file; the result is owned by nobody else.
+        unsafe {
+            let d = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
+            assert!(d >= 0);
+            std::os::fd::FromRawFd::from_raw_fd(d)
+        }
     }
 
     /// A port held without SO_REUSEPORT, and one held by another reuseport

@@ -112,6 +112,22 @@ pub enum Ctrl {
     Conntrack {
         done: Sender<Vec<crate::FlowInfo>>,
     },
+    /// Stop reading (true) after the current batch, or read again: a live
+    /// takeover's snapshot of the tables stays true while the worker
+    /// is paused.
+    Pause {
+        paused: bool,
+        done: Sender<()>,
+    },
+    /// This worker's connections for another process (a live takeover).
+    ConntrackExport {
+        done: Sender<Vec<crate::nat::Exported>>,
+    },
+    /// Track connections another process exported; answers how many.
+    ConntrackImport {
+        entries: Vec<crate::nat::Exported>,
+        done: Sender<usize>,
+    },
     /// Forget the connections whose tag is `tag` (a container going away).
     ConntrackForget {
         tag: u32,
@@ -179,6 +195,8 @@ pub(crate) struct Worker {
     busy_poll: Duration,
     /// The largest frame handled since the worker last chose whether to spin.
     largest: usize,
+    /// Told to stop reading ([`Ctrl::Pause`]): only control messages.
+    paused: bool,
 }
 
 /// What [`Worker::new`] needs besides its channels.
@@ -221,6 +239,7 @@ impl Worker {
             segments: crate::overlay::gso::Segments::new(),
             busy_poll: Duration::from_micros(u64::from(s.busy_poll_us)),
             largest: 0,
+            paused: false,
         }
     }
 
@@ -253,7 +272,11 @@ impl Worker {
             // every PENDING_POLL. Tracked connections need a sweep now and
             // then even when no traffic comes.
             let busy = !self.ready.is_empty() || !self.handoff.inbox.is_empty();
-            let timeout = if busy || spinning {
+            let timeout = if self.paused {
+                // The waker (a control message) ends the wait; readiness
+                // is edge-triggered and kept in `ready` for the resume.
+                None
+            } else if busy || spinning {
                 Some(Duration::ZERO)
             } else if !self.pending.is_empty() {
                 Some(PENDING_POLL)
@@ -288,6 +311,10 @@ impl Worker {
             }
             if !self.handle_ctrl() {
                 return;
+            }
+            if self.paused {
+                spin_until = None;
+                continue;
             }
             let worked = !self.ready.is_empty() || !self.handoff.inbox.is_empty();
             self.take_returns();
@@ -361,6 +388,18 @@ impl Worker {
                     let w = self.id;
                     let v = self.router.ct.iter(now).map(|l| crate::FlowInfo::from_live(w, &l, now)).collect();
                     let _ = done.send(v);
+                }
+                Ctrl::Pause { paused, done } => {
+                    self.paused = paused;
+                    let _ = done.send(());
+                }
+                Ctrl::ConntrackExport { done } => {
+                    let _ = done.send(self.router.ct.export(self.clock.now_ms()));
+                }
+                Ctrl::ConntrackImport { entries, done } => {
+                    let now = self.clock.now_ms();
+                    let n = entries.iter().filter(|x| self.router.ct.import(x, now).is_ok()).count();
+                    let _ = done.send(n);
                 }
                 Ctrl::ConntrackForget { tag, done } => {
                     let _ = done.send(self.router.ct.retain(|e| e.tag != tag));
