@@ -5,15 +5,10 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bench::traffic::{self, Endpoint};
 use common::*;
-
-fn nspath(n: &str) -> PathBuf {
-    PathBuf::from(format!("/var/run/netns/{n}"))
-}
 
 #[test]
 #[ignore = "needs root: a daemon with real namespaces and TAP devices"]

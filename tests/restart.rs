@@ -8,31 +8,11 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench::traffic::{self, Endpoint};
 use common::*;
 use serde_json::Value;
-
-fn nspath(n: &str) -> PathBuf {
-    PathBuf::from(format!("/var/run/netns/{n}"))
-}
-
-/// The containers of `ls`, as (name, id, interfaces as text), sorted.
-fn containers(h: &Host) -> Vec<(String, String, String)> {
-    let mut v: Vec<(String, String, String)> = h
-        .json(&["container", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["id"].as_str().unwrap().into(), c["networks"].to_string()))
-        .collect();
-    v.sort();
-    v
-}
 
 /// The saved state's container names.
 fn saved_names(h: &Host) -> Vec<String> {
@@ -83,21 +63,8 @@ fn kill_9_under_a_tcp_transfer_then_a_restart_completes_it() {
     let (a, b) = (h.name("a"), h.name("b"));
     let (ip_a, _) = h.container(&a, "n1");
     let (ip_b, _) = h.container(&b, "n1");
-    let (pa, pb) = (nspath(&a), nspath(&b));
-    let ia: Ipv4Addr = ip_a.parse().unwrap();
-    let ib: Ipv4Addr = ip_b.parse().unwrap();
     let bytes = 3_000_000_000u64;
-    let transfer = std::thread::spawn(move || {
-        traffic::tcp_bulk(
-            Endpoint::new(Some(&pb), ib),
-            Endpoint::new(Some(&pa), ia),
-            5201,
-            1,
-            Some(bytes),
-            Duration::from_secs(300),
-            true,
-        )
-    });
+    let transfer = bulk_in_background(&a, &ip_a, &b, &ip_b, bytes);
     // Under way: b's port has sent some of it.
     let t0 = Instant::now();
     let sent_before = loop {

@@ -14,30 +14,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bench::traffic::{self, Endpoint};
 use common::*;
 
 const ARGS: &[&str] = &["--workers", "2", "--no-pin"];
-
-fn nspath(n: &str) -> PathBuf {
-    PathBuf::from(format!("/var/run/netns/{n}"))
-}
-
-/// The containers of `ls`, as (name, id, interfaces as text), sorted.
-fn containers(h: &Host) -> Vec<(String, String, String)> {
-    let mut v: Vec<(String, String, String)> = h
-        .json(&["container", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["id"].as_str().unwrap().into(), c["networks"].to_string()))
-        .collect();
-    v.sort();
-    v
-}
 
 /// This test's namespaces with their TAPs (`ip -o link` lines, ifindex
 /// and name), sorted.
@@ -151,21 +132,8 @@ fn a_tcp_transfer_crosses_a_takeover_without_a_reset() {
     let (a, b) = (h.name("a"), h.name("b"));
     let (ip_a, _) = h.container(&a, "n1");
     let (ip_b, _) = h.container(&b, "n1");
-    let (pa, pb) = (nspath(&a), nspath(&b));
-    let ia: Ipv4Addr = ip_a.parse().unwrap();
-    let ib: Ipv4Addr = ip_b.parse().unwrap();
     let bytes = 1_500_000_000u64;
-    let transfer = std::thread::spawn(move || {
-        traffic::tcp_bulk(
-            Endpoint::new(Some(&pb), ib),
-            Endpoint::new(Some(&pa), ia),
-            5201,
-            1,
-            Some(bytes),
-            Duration::from_secs(300),
-            true,
-        )
-    });
+    let transfer = bulk_in_background(&a, &ip_a, &b, &ip_b, bytes);
     let t0 = Instant::now();
     while h.port_stats(&format!("{b}:eth0"))["tx_bytes"].as_u64().unwrap_or(0) < 20_000_000 {
         assert!(t0.elapsed() < Duration::from_secs(60), "the transfer did not start");

@@ -448,3 +448,46 @@ pub fn set_nofile(pid: u32, n: u64) {
     let out = sh("prlimit", &["--pid", &pid.to_string(), &format!("--nofile={n}:")]);
     assert!(out.status.success(), "prlimit: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The file of named namespace `n`, as `ip netns` makes it.
+pub fn nspath(n: &str) -> PathBuf {
+    PathBuf::from(format!("/var/run/netns/{n}"))
+}
+
+/// The containers of `ls`, as (name, id, interfaces as text), sorted.
+pub fn containers(h: &Host) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = h
+        .json(&["container", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().into(), c["id"].as_str().unwrap().into(), c["networks"].to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A verified TCP transfer of `bytes` from container `b` (`ip_b`) to
+/// container `a` (`ip_a`), port 5201, one stream, on a thread of its own.
+pub fn bulk_in_background(
+    a: &str,
+    ip_a: &str,
+    b: &str,
+    ip_b: &str,
+    bytes: u64,
+) -> std::thread::JoinHandle<Result<bench::traffic::BulkReport, bench::traffic::TrafficError>> {
+    let (pa, pb) = (nspath(a), nspath(b));
+    let ia: std::net::Ipv4Addr = ip_a.parse().unwrap();
+    let ib: std::net::Ipv4Addr = ip_b.parse().unwrap();
+    std::thread::spawn(move || {
+        bench::traffic::tcp_bulk(
+            bench::traffic::Endpoint::new(Some(&pb), ib),
+            bench::traffic::Endpoint::new(Some(&pa), ia),
+            5201,
+            1,
+            Some(bytes),
+            Duration::from_secs(300),
+            true,
+        )
+    })
+}
