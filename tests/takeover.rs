@@ -62,44 +62,16 @@ fn takeover_under_a_1ms_udp_stream_loses_less_than_100ms() {
     rx.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
     const N: u64 = 5000;
     let dst = SocketAddr::from((ib, 5300));
-    let sender = std::thread::spawn(move || {
-        let t0 = Instant::now();
-        for seq in 0..N {
-            let _ = tx.send_to(&seq.to_be_bytes(), dst);
-            let next = t0 + Duration::from_millis(seq + 1);
-            if let Some(d) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(d);
-            }
-        }
-        t0.elapsed()
-    });
-    let receiver = std::thread::spawn(move || {
-        let mut seen = BTreeSet::new();
-        let mut buf = [0u8; 64];
-        while let Ok(n) = rx.recv(&mut buf) {
-            if n == 8 {
-                seen.insert(u64::from_be_bytes(buf[..8].try_into().unwrap()));
-            }
-        }
-        seen
-    });
+    let sender = stream(tx, dst, N);
+    let receiver = collect(rx);
     // A second of the stream, then the takeover in the middle of it.
     std::thread::sleep(Duration::from_millis(1000));
     let old_pid = h.pid();
     let (status, old_gone) = h.takeover(ARGS);
     let sent_for = sender.join().unwrap();
     let seen = receiver.join().unwrap();
-    let lost = N - seen.len() as u64;
-    // The longest run of missing sequence numbers (1 ms each).
-    let (mut gap, mut run) = (0u64, 0u64);
-    for s in 0..N {
-        if seen.contains(&s) {
-            run = 0;
-        } else {
-            run += 1;
-            gap = gap.max(run);
-        }
-    }
+    // Lost, and the longest run of missing sequence numbers (1 ms each).
+    let (lost, gap) = loss(&seen, N);
     eprintln!(
         "takeover under a 1 ms UDP stream: {N} datagrams sent in {sent_for:?}, {lost} lost \
          (longest gap {gap} ms); the old daemon exited {old_gone:?} after the new one started"
